@@ -1,0 +1,126 @@
+"""Self-describing checkpoints: one .safetensors file holding the weights (no
+pickle anywhere) and, in its JSON header, the model name and config, dataset,
+training settings, per-epoch metrics, creation time and package version.
+Optional "train." tensors (optimizer moments, RNG) make a run resumable.
+
+Writes are atomic (temporary file, fsync, rename), so a crash mid-write leaves
+the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .models import MODELS, Autoencoder, build_model
+
+SUFFIX = ".safetensors"
+META_KEY = "vae_explorer"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read; the message names the file."""
+
+
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path if path.suffix == SUFFIX else path.with_name(path.name + SUFFIX)
+
+
+def save_checkpoint(path, model: Autoencoder, meta: dict, train_state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write weights + metadata (+ optional resumable training state) atomically; returns the path."""
+    from . import __version__
+
+    path = checkpoint_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    for k, v in (train_state or {}).items():
+        tensors[f"train.{k}"] = v.detach().cpu().contiguous().clone()
+    header = {
+        "format": "vae-explorer-checkpoint", "format_version": FORMAT_VERSION,
+        "model": model.name, "config": model.config.to_dict(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "version": __version__, **meta,
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={META_KEY: json.dumps(header)})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        os.fsync(dir_fd)
+        os.close(dir_fd)
+    except OSError:
+        pass
+    return path
+
+
+def read_metadata(path) -> dict:
+    """The JSON header only (cheap: no tensors are read)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(META_KEY)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from None
+    if raw is None:
+        raise CheckpointError(f"{path}: a safetensors file without vae_explorer metadata")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: corrupt metadata ({e})") from None
+    if meta.get("model") not in MODELS:
+        raise CheckpointError(f"{path}: unknown model {meta.get('model')!r}")
+    return meta
+
+
+def _read_tensors(path: Path, prefix: str) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: tensors could not be read ({e})") from None
+
+
+def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[Autoencoder, dict]:
+    """Rebuild the model from the file alone; returns (model in eval mode, metadata)."""
+    path = Path(path)
+    meta = read_metadata(path)
+    cls, preset = MODELS[meta["model"]]
+    try:
+        config = type(preset).from_dict(meta["config"])
+        model = build_model(meta["model"], config)
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: invalid model config ({e})") from None
+    state = _read_tensors(path, "model.")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[:3]
+        raise CheckpointError(f"{path}: weights do not fit a {meta['model']} with this config: {' '.join(first)}") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: non-finite weights in {', '.join(bad[:3])}")
+    return model.to(device).eval(), meta
+
+
+def load_train_state(path) -> dict[str, torch.Tensor]:
+    """The resumable training state (optimizer, RNG) saved with a checkpoint, or {}."""
+    return _read_tensors(Path(path), "train.")

@@ -1,0 +1,62 @@
+"""Deterministic autoencoders: undercomplete, convolutional, linear (= PCA),
+sparse and denoising are all this one class with different configs (presets
+in models/__init__.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..noise import add_noise
+from .base import Autoencoder, ModelConfig, ModelOutput
+from .likelihoods import build_likelihood
+from .networks import activation_layer, build_decoder, build_encoder
+
+
+@dataclass
+class AEConfig(ModelConfig):
+    code_activation: str = "none"  # "relu" gives non-negative (sparse) codes
+    l1_weight: float = 0.0  # sparse AE: L1 penalty on the code, per sample
+    noise_std: float = 0.0  # denoising AE: additive Gaussian noise factor, clipped to [0, 1]
+    mask_prob: float = 0.0  # denoising AE: fraction of input pixels zeroed
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.l1_weight < 0 or self.noise_std < 0:
+            raise ValueError("l1_weight and noise_std must be >= 0")
+        if not 0 <= self.mask_prob < 1:
+            raise ValueError(f"mask_prob must be in [0, 1), got {self.mask_prob}")
+
+
+class AE(Autoencoder):
+    name = "ae"
+
+    def __init__(self, config: AEConfig):
+        super().__init__(config)
+        self.encoder = build_encoder(config, config.latent_dim)
+        self.code_activation = activation_layer(config.code_activation)
+        self.decoder = build_decoder(config, config.latent_dim)
+        self.likelihood = build_likelihood(config.likelihood, config.input_shape, config.sigma, config.squash)
+
+    def corrupt(self, x: torch.Tensor) -> torch.Tensor:
+        """The denoising AE's input corruption (identity for the other presets)."""
+        x = add_noise(x, "gaussian", self.config.noise_std)
+        return add_noise(x, "masking", self.config.mask_prob)
+
+    def encode(self, x):  # (B, C, H, W) -> (B, D)
+        return self.code_activation(self.encoder(x))
+
+    def decode(self, z):  # (B, D) -> (B, C, H, W)
+        return self.likelihood.mean(self.decoder(z))
+
+    def forward(self, x):
+        # The denoising objective: reconstruct the clean x from a corrupted copy,
+        # in training and in evaluation alike, so test loss measures denoising.
+        z = self.encode(self.corrupt(x))
+        params = self.decoder(z)
+        terms = {"recon": self.likelihood.nll(params, x).mean()}
+        if self.config.l1_weight > 0:
+            terms["l1"] = self.config.l1_weight * z.abs().sum(1).mean()
+        loss = sum(terms.values())
+        return ModelOutput(recon=self.likelihood.mean(params), latent=z, loss=loss, terms=terms)

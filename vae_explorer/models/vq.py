@@ -1,0 +1,165 @@
+"""Vector-quantized autoencoders: VQ-VAE (van den Oord et al. 2017) and residual
+VQ (Zeghidour et al. 2021, SoundStream) as its `levels > 1` preset.
+
+The encoder's flat output (B, latent_dim) is cut into T = latent_dim / code_dim
+tokens of code_dim numbers; each token is replaced by its nearest codebook
+vector (per level, each level quantizing what the previous levels left).
+`encode` returns the quantized vector, `decode` runs the decoder on any vector.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Autoencoder, ModelConfig, ModelOutput
+from .likelihoods import build_likelihood
+from .networks import build_decoder, build_encoder
+
+
+@dataclass
+class VQConfig(ModelConfig):
+    latent_dim: int = 16
+    code_dim: int = 4  # size of one codebook vector
+    codebook_size: int = 64  # K vectors per level
+    levels: int = 1  # > 1: residual VQ
+    commitment: float = 0.25  # weight of ||z_e - sg(z_q)||^2
+    restart_every: int = 50  # training steps between re-seeding unused codes (0: never)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.code_dim < 1 or self.latent_dim % self.code_dim:
+            raise ValueError(f"latent_dim ({self.latent_dim}) must be a multiple of code_dim ({self.code_dim})")
+        if self.codebook_size < 2 or self.levels < 1:
+            raise ValueError("codebook_size must be >= 2 and levels >= 1")
+        if self.commitment < 0:
+            raise ValueError(f"commitment must be >= 0, got {self.commitment}")
+
+
+def _broadcast(t: torch.Tensor) -> None:
+    # Data-dependent codebook edits happen per rank; rank 0's version wins so DDP replicas agree.
+    if dist.is_available() and dist.is_initialized():
+        dist.broadcast(t, src=0)
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(self, size: int, dim: int, restart_every: int):
+        super().__init__()
+        self.codebook = nn.Parameter(torch.randn(size, dim) / dim**0.5)
+        self.register_buffer("usage", torch.full((size,), 1.0 / size))  # running code frequencies
+        self.register_buffer("initialized", torch.tensor(False))
+        self.restart_every = restart_every
+        self.steps = 0
+
+    def nearest(self, r: torch.Tensor) -> torch.Tensor:
+        """(N, d) -> (N,) index of the closest codebook vector."""
+        e = self.codebook
+        d2 = r.square().sum(1, keepdim=True) - 2 * r @ e.t() + e.square().sum(1)
+        return d2.argmin(1)
+
+    @torch.no_grad()
+    def _reseed(self, r: torch.Tensor, which: torch.Tensor) -> None:
+        # Copy random encoder outputs into the chosen codes (all of them at the first
+        # step, unused ones later), the usual cure for a dead codebook.
+        pick = torch.randint(0, r.shape[0], (self.codebook.shape[0],), device=r.device)
+        fresh = r[pick] + 1e-3 * torch.randn_like(r[pick])
+        _broadcast(fresh)
+        self.codebook.data = torch.where(which[:, None], fresh.to(self.codebook.dtype), self.codebook.data)
+
+    def forward(self, r: torch.Tensor):
+        """(N, d) -> quantized (N, d) (no gradient to r), indices (N,)."""
+        if self.training:
+            if not bool(self.initialized):
+                self._reseed(r.detach(), torch.ones_like(self.usage, dtype=torch.bool))
+                self.initialized.fill_(True)
+            self.steps += 1
+            if self.restart_every and self.steps % self.restart_every == 0:
+                self._reseed(r.detach(), self.usage < 0.01 / self.usage.numel())
+        idx = self.nearest(r.detach())
+        if self.training:
+            with torch.no_grad():
+                freq = torch.bincount(idx, minlength=self.usage.numel()).to(self.usage.dtype) / idx.numel()
+                self.usage.mul_(0.99).add_(0.01 * freq)
+        return F.embedding(idx, self.codebook), idx
+
+
+class VQVAE(Autoencoder):
+    name = "vq_vae"
+    can_sample = True  # by drawing codes, not z ~ N(0, I): see `sample`
+
+    def __init__(self, config: VQConfig):
+        super().__init__(config)
+        self.tokens = config.latent_dim // config.code_dim
+        self.encoder = build_encoder(config, config.latent_dim)
+        self.quantizers = nn.ModuleList(
+            VectorQuantizer(config.codebook_size, config.code_dim, config.restart_every) for _ in range(config.levels)
+        )
+        self.decoder = build_decoder(config, config.latent_dim)
+        self.likelihood = build_likelihood(config.likelihood, config.input_shape, config.sigma, config.squash)
+
+    def quantize(self, z_e: torch.Tensor):
+        """(B, D) -> quantized (B, D), indices (B, levels, T), codebook loss (B,)."""
+        b = z_e.shape[0]
+        residual = z_e.reshape(b * self.tokens, self.config.code_dim)
+        z_q = torch.zeros_like(residual)
+        codebook_loss = torch.zeros(b, device=z_e.device, dtype=z_e.dtype)
+        indices = []
+        for vq in self.quantizers:
+            q, idx = vq(residual)
+            codebook_loss = codebook_loss + (residual.detach() - q).square().view(b, -1).sum(1)
+            z_q = z_q + q
+            residual = residual - q.detach()
+            indices.append(idx.view(b, self.tokens))
+        return z_q.view(b, -1), torch.stack(indices, 1), codebook_loss
+
+    def encode(self, x):  # the quantized code, (B, C, H, W) -> (B, D)
+        return self.quantize(self.encoder(x))[0]
+
+    def decode(self, z):
+        return self.likelihood.mean(self.decoder(z))
+
+    def forward(self, x):
+        z_e = self.encoder(x)
+        z_q, indices, codebook_loss = self.quantize(z_e)
+        z = z_e + (z_q - z_e).detach()  # straight-through: decoder gradients flow to the encoder
+        params = self.decoder(z)
+        terms = {
+            "recon": self.likelihood.nll(params, x).mean(),
+            "codebook": codebook_loss.mean(),
+            "commitment": self.config.commitment * (z_e - z_q.detach()).square().sum(1).mean(),
+        }
+        return ModelOutput(
+            recon=self.likelihood.mean(params), latent=z_q, loss=sum(terms.values()), terms=terms,
+            stats=self.code_stats(indices),
+        )
+
+    def code_stats(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Perplexity (effective number of codes) and the fraction of codes used, averaged over levels."""
+        k = self.config.codebook_size
+        perplexity, usage = [], []
+        for level in range(indices.shape[1]):
+            p = torch.bincount(indices[:, level].flatten(), minlength=k).float() / indices[:, level].numel()
+            perplexity.append(torch.exp(-(p * torch.log(p.clamp_min(1e-10))).sum()))
+            usage.append((p > 0).float().mean())
+        return {"perplexity": torch.stack(perplexity).mean(), "codebook_usage": torch.stack(usage).mean()}
+
+    @torch.no_grad()
+    def sample(self, n, temperature=1.0, generator=None, codes: str = "usage"):
+        """Decode random codes: each token's code drawn uniformly (`codes="uniform"`) or by
+        its training frequency sharpened/flattened by temperature (`codes="usage"`).
+        VQ-VAE has no learned prior over code sequences, so tokens are drawn independently."""
+        device = self.quantizers[0].codebook.device
+        z = torch.zeros(n * self.tokens, self.config.code_dim, device=device)
+        for vq in self.quantizers:
+            if codes == "uniform":
+                probs = torch.ones_like(vq.usage)
+            elif codes == "usage":
+                probs = vq.usage.clamp_min(1e-12) ** (1.0 / max(temperature, 1e-3))
+            else:
+                raise ValueError(f"codes must be 'uniform' or 'usage', got {codes!r}")
+            idx = torch.multinomial(probs.cpu(), n * self.tokens, replacement=True, generator=generator).to(device)
+            z = z + vq.codebook[idx]
+        return self.decode(z.view(n, -1))
