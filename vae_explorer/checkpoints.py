@@ -55,6 +55,9 @@ def save_checkpoint(path, model: Autoencoder, meta: dict, train_state: dict[str,
         save_file(tensors, tmp, metadata={META_KEY: json.dumps(header)})
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide checkpoints from other users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -104,7 +104,8 @@ def _load_torchvision(name: str, root: str, download: bool):
 
 def _missing_message(name, root, folder, files, error, tried_download=False) -> str:
     where = Path(root).expanduser().resolve() / folder
-    attempt = f"; downloading failed too ({type(error).__name__}: {error})" if tried_download else ""
+    detail = " ".join(str(error).split())[:300]  # one line, however chatty the underlying error
+    attempt = f"; downloading failed too ({type(error).__name__}: {detail})" if tried_download else ""
     return (f"{name} not found: expected {', '.join(files)} in {where}{attempt}. "
             f"Put the files there or pass --data-root to the folder that holds {folder.split('/')[0]}/.")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
@@ -42,6 +43,7 @@ class TrainConfig:
     iwae_k: int = 16  # importance samples for the per-epoch IWAE estimate (VAEs); 0 = off
     iwae_images: int = 500  # test images the per-epoch IWAE uses (the eval command uses them all)
     history_images: int = 8  # fixed test images reconstructed after every epoch
+    compile: bool = False  # torch.compile the forward pass (first steps pay seconds of compilation)
     log_every: int = 25  # steps between "step" callbacks (each costs one host sync)
     checkpoint: str | None = None  # written atomically after every epoch
 
@@ -150,6 +152,37 @@ def _restore_train_state(optimizer: torch.optim.Optimizer, tensors: dict[str, to
         torch.cuda.set_rng_state(tensors["rng.cuda"])
 
 
+def _loss_function(net: torch.nn.Module, autocast, compile: bool):
+    """x -> (loss, term values stacked as [loss, *terms]) with names in `names`; compiled when
+    asked (falling back to eager where compilation fails). Stacking inside keeps the
+    per-step bookkeeping to one tensor op."""
+    names: list[str] = []
+
+    def forward(x):
+        with autocast:
+            out = net(x)
+        if not names:
+            names.extend(["loss", *out.terms])
+        return out.loss, torch.stack([out.loss, *out.terms.values()]).detach().float()
+
+    if not compile:
+        return forward, names
+    compiled = torch.compile(forward, dynamic=False)
+    state = {"fn": compiled}
+
+    def guarded(x):
+        if state["fn"] is compiled:
+            try:
+                return compiled(x)
+            except Exception as e:  # no C compiler, unsupported op...: train on, uncompiled
+                warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                              "training on without it")
+                state["fn"] = forward
+        return state["fn"](x)
+
+    return guarded, names
+
+
 def _epoch_permutation(n: int, seed: int, epoch: int, device) -> torch.Tensor:
     # Derived from (seed, epoch) alone, so a resumed run sees the same order, and so do all DDP ranks.
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -183,7 +216,7 @@ def fit(model: Autoencoder, data: ImageData, config: TrainConfig,
     ckpt = checkpoint_path(config.checkpoint) if config.checkpoint else None
     if resume and ckpt is not None and ckpt.exists():
         meta = read_metadata(ckpt)
-        if meta["model"] != model.name or meta["config"] != model.config.to_dict():
+        if meta["model"] != model.name or type(model.config).from_dict(meta["config"]) != model.config:
             raise TrainingError(f"{ckpt}: cannot resume, it holds a {meta['model']} with another config")
         if "train_state" not in meta:
             raise TrainingError(f"{ckpt}: cannot resume, the file has no training state (a shipped, stripped checkpoint?)")
@@ -203,6 +236,7 @@ def fit(model: Autoencoder, data: ImageData, config: TrainConfig,
 
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    loss_function, term_names = _loss_function(net, autocast, config.compile)
     fixed = to_float(test_x[: config.history_images])
     n_train = len(train_x)
     per_rank = n_train // world
@@ -213,7 +247,7 @@ def fit(model: Autoencoder, data: ImageData, config: TrainConfig,
     def report(kind, epoch, step, t_epoch, sums, seen, **extra):
         if callback is None or rank != 0:
             return
-        train = {k: float(v) / max(seen, 1) for k, v in sums.items()}  # the host sync, once per report
+        train = dict(zip(term_names, (sums / max(seen, 1)).tolist()))  # the host sync, once per report
         if not all(math.isfinite(v) for v in train.values()):
             raise TrainingError(f"training diverged at epoch {epoch}, step {step}: loss is {train.get('loss')}; "
                                 "try a lower learning rate (the last good checkpoint is kept)")
@@ -225,7 +259,7 @@ def fit(model: Autoencoder, data: ImageData, config: TrainConfig,
         perm = _epoch_permutation(n_train, config.seed, epoch, device)
         if distributed:
             perm = perm[rank * per_rank:(rank + 1) * per_rank]  # equal shards: every rank takes the same steps
-        sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
+        sums = torch.zeros((), device=device)  # becomes (1 + n_terms,) sums of [loss, *terms] * batch
         seen = 0
         t_epoch = time.perf_counter()
         for step in range(steps_per_epoch):
@@ -233,29 +267,28 @@ def fit(model: Autoencoder, data: ImageData, config: TrainConfig,
                 stopped = True
                 break
             x = to_float(train_x[perm[step * config.batch_size:(step + 1) * config.batch_size]])
-            with autocast:
-                out = net(x)
+            loss, values = loss_function(x)
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            loss.backward()
             optimizer.step()
             b = len(x)
             seen += b
-            sums["loss"] += out.loss.detach().float() * b
-            for k, v in out.terms.items():
-                sums[k] += v.detach().float() * b
+            sums = sums + values * b
             if (step + 1) % config.log_every == 0:
                 report("step", epoch + 1, step + 1, t_epoch, sums, seen)
         if stopped:
             break
         train_time = time.perf_counter() - t_epoch
-        train_metrics = {k: float(v) / max(seen, 1) for k, v in sums.items()}
+        train_metrics = dict(zip(term_names, (sums / max(seen, 1)).tolist()))
         if not all(math.isfinite(v) for v in train_metrics.values()):
             raise TrainingError(f"training diverged in epoch {epoch + 1}: loss is {train_metrics['loss']}; "
                                 "try a lower learning rate (the last good checkpoint is kept)")
         if rank != 0:
             continue
         test_metrics = evaluate(model, test_x, iwae_k=config.iwae_k, iwae_images=config.iwae_images)
+        model.eval()  # eval mode: no training-time side effects (VQ usage statistics, collectives)
         recon = model.reconstruct(fixed).float().cpu() if len(fixed) else torch.empty(0)
+        model.train()
         recon_history.append(recon)
         history.append({"epoch": epoch + 1, "train": train_metrics, "test": test_metrics,
                         "train_seconds": round(train_time, 3),

@@ -20,6 +20,8 @@ class Likelihood(nn.Module):
         self.squash = squash  # sigmoid on the mean keeps images in [0, 1]; a linear AE turns it off
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
+        # fp32 even under bf16/fp16 autocast: the likelihood sums thousands of pixel terms.
+        params = params.float()
         return torch.sigmoid(params) if self.squash else params
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -30,10 +32,10 @@ class Likelihood(nn.Module):
 class Bernoulli(Likelihood):
     # Continuous pixels in [0, 1] as in the classic PyTorch VAE example: BCE on logits.
     def mean(self, params):
-        return torch.sigmoid(params)
+        return torch.sigmoid(params.float())
 
     def nll(self, params, x):
-        return F.binary_cross_entropy_with_logits(params, x, reduction="none").flatten(1).sum(1)
+        return F.binary_cross_entropy_with_logits(params.float(), x, reduction="none").flatten(1).sum(1)
 
 
 class Gaussian(Likelihood):

@@ -82,6 +82,9 @@ class VectorQuantizer(nn.Module):
         if self.training:
             with torch.no_grad():
                 freq = torch.bincount(idx, minlength=self.usage.numel()).to(self.usage.dtype) / idx.numel()
+                if dist.is_available() and dist.is_initialized():  # usage of the global batch, equal on all ranks
+                    dist.all_reduce(freq)
+                    freq /= dist.get_world_size()
                 self.usage.mul_(0.99).add_(0.01 * freq)
         return F.embedding(idx, self.codebook), idx
 

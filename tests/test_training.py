@@ -1,0 +1,141 @@
+"""The training loop: learning happens for every model, runs are reproducible and
+resumable, checkpoints carry what they promise, DDP replicas agree."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+
+from vae_explorer import MODELS, TrainConfig, build_model, evaluate, fit, load_checkpoint, read_metadata
+from vae_explorer.training import resolve_device
+
+from .conftest import REPO
+
+CPU = dict(device="cpu", iwae_k=0)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_training_lowers_test_loss(name, digits):
+    torch.manual_seed(0)
+    model = build_model(name, input_shape=digits.input_shape)
+    before = evaluate(model, digits.test_x)["loss"]
+    result = fit(model, digits, TrainConfig(epochs=4, batch_size=64, **CPU))
+    after = result.history[-1]["test"]["loss"]
+    assert after < before, f"{name}: test loss {before:.2f} -> {after:.2f}"
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    assert len(result.recon_history) == 4 and result.recon_history[0].shape == (8, 1, 8, 8)
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_same_seed_same_weights(digits):
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        model = build_model("vae", input_shape=digits.input_shape)
+        fit(model, digits, TrainConfig(epochs=2, batch_size=100, seed=3, **CPU))
+        runs.append(_weights(model))
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_resume_continues_exactly(digits, tmp_path):
+    torch.manual_seed(0)
+    straight = build_model("vae", input_shape=digits.input_shape)
+    fit(straight, digits, TrainConfig(epochs=3, batch_size=100, checkpoint=str(tmp_path / "a"), **CPU))
+
+    torch.manual_seed(0)
+    first = build_model("vae", input_shape=digits.input_shape)
+    fit(first, digits, TrainConfig(epochs=1, batch_size=100, checkpoint=str(tmp_path / "b"), **CPU))
+    assert read_metadata(tmp_path / "b.safetensors")["epoch"] == 1
+    torch.manual_seed(123)  # a fresh process: nothing carried over but the file
+    resumed = build_model("vae", input_shape=digits.input_shape)
+    result = fit(resumed, digits, TrainConfig(epochs=3, batch_size=100, checkpoint=str(tmp_path / "b"), **CPU),
+                 resume=True)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_checkpoint_describes_itself(digits, tmp_path):
+    torch.manual_seed(0)
+    model = build_model("conv_vae", input_shape=digits.input_shape, latent_dim=3)
+    fit(model, digits, TrainConfig(epochs=2, batch_size=64, checkpoint=str(tmp_path / "m"), **CPU))
+    meta = read_metadata(tmp_path / "m.safetensors")
+    assert meta["model"] == "conv_vae" and meta["config"]["latent_dim"] == 3
+    assert meta["dataset"]["name"] == "digits" and meta["dataset"]["input_shape"] == [1, 8, 8]
+    assert meta["training"]["epochs"] == 2 and meta["training"]["lr"] == 1e-3
+    assert len(meta["metrics"]) == 2 and "kl" in meta["metrics"][-1]["test"]
+    assert meta["created"] and meta["version"]
+    raw = (tmp_path / "m.safetensors").read_bytes()
+    assert b"pickle" not in raw[:8] and raw[8:9] == b"{"  # safetensors: a JSON header, never a pickle
+    loaded, _ = load_checkpoint(tmp_path / "m.safetensors")
+    assert isinstance(loaded, type(model))
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # atomic write left no temporaries
+
+
+def test_callback_and_stop_flag(digits):
+    stop = threading.Event()
+    events = []
+
+    def callback(ev):
+        events.append(ev)
+        if ev.kind == "epoch" and ev.epoch == 2:
+            stop.set()
+
+    model = build_model("ae", input_shape=digits.input_shape)
+    result = fit(model, digits, TrainConfig(epochs=10, batch_size=32, log_every=5, **CPU), callback, stop)
+    assert result.stopped and len(result.history) == 2
+    steps = [e for e in events if e.kind == "step"]
+    assert steps and all(e.images_per_s > 0 and "loss" in e.train for e in steps)
+    epochs = [e for e in events if e.kind == "epoch"]
+    assert [e.epoch for e in epochs] == [1, 2] and epochs[0].recon.shape == (8, 1, 8, 8)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(lr=0), "learning rate"), (dict(lr=-1e-3), "learning rate"), (dict(epochs=0), "epochs"),
+    (dict(batch_size=5000), "larger than"), (dict(precision="fp8"), "precision"), (dict(device="tpu"), "device"),
+])
+def test_invalid_training_settings_are_refused_before_work(bad, match, digits):
+    model = build_model("ae")
+    before = _weights(model)
+    with pytest.raises(ValueError, match=match):
+        fit(model, digits, TrainConfig(**{**CPU, **bad}))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_device_auto_picks_cpu_without_gpu():
+    if torch.cuda.is_available():
+        assert resolve_device("auto").type == "cuda"
+    else:
+        assert resolve_device("auto").type in ("cpu", "mps")
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+def test_ddp_two_gloo_ranks_end_with_identical_weights(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO / "tests" / "ddp_worker.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    for suffix in ("", ".vq_vae"):
+        w0, w1 = load_file(tmp_path / f"rank0{suffix}.safetensors"), load_file(tmp_path / f"rank1{suffix}.safetensors")
+        assert w0.keys() == w1.keys()
+        different = [k for k in w0 if not torch.equal(w0[k], w1[k])]
+        assert not different, f"ranks disagree on {different}"
+    w0 = load_file(tmp_path / "rank0.safetensors")
+    init = load_file(tmp_path / "init.safetensors")
+    assert any(not torch.equal(init[k], w0[k]) for k in w0)  # it trained
+    info = json.loads((tmp_path / "rank0.json").read_text())
+    assert info["world_size"] == 2 and info["epochs"] == 2
+    meta = read_metadata(tmp_path / "ckpt.safetensors")  # only rank 0 saved
+    assert meta["training"]["world_size"] == 2
