@@ -53,6 +53,7 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("initialized", torch.tensor(False))
         self.restart_every = restart_every
         self.steps = 0
+        self._ready = False
 
     def nearest(self, r: torch.Tensor) -> torch.Tensor:
         """(N, d) -> (N,) index of the closest codebook vector."""
@@ -72,9 +73,13 @@ class VectorQuantizer(nn.Module):
     def forward(self, r: torch.Tensor):
         """(N, d) -> quantized (N, d) (no gradient to r), indices (N,)."""
         if self.training:
-            if not bool(self.initialized):
-                self._reseed(r.detach(), torch.ones_like(self.usage, dtype=torch.bool))
-                self.initialized.fill_(True)
+            # The buffer persists "initialized" in checkpoints; the Python flag avoids reading it
+            # (a host sync on GPU) at every step.
+            if not self._ready:
+                if not bool(self.initialized):
+                    self._reseed(r.detach(), torch.ones_like(self.usage, dtype=torch.bool))
+                    self.initialized.fill_(True)
+                self._ready = True
             self.steps += 1
             if self.restart_every and self.steps % self.restart_every == 0:
                 self._reseed(r.detach(), self.usage < 0.01 / self.usage.numel())
