@@ -20,7 +20,7 @@ from typing import Callable, Protocol
 import torch
 import torch.distributed as dist
 
-from .checkpoints import checkpoint_path, load_train_state, read_metadata, save_checkpoint
+from .checkpoints import checkpoint_path, load_checkpoint, load_train_state, read_metadata, save_checkpoint
 from .data import ImageData, to_float
 from .metrics import evaluate
 from .models import Autoencoder
@@ -220,14 +220,12 @@ def fit(model: Autoencoder, data: ImageData, config: TrainConfig,
             raise TrainingError(f"{ckpt}: cannot resume, it holds a {meta['model']} with another config")
         if "train_state" not in meta:
             raise TrainingError(f"{ckpt}: cannot resume, the file has no training state (a shipped, stripped checkpoint?)")
-        from .checkpoints import load_checkpoint
-
         saved, _ = load_checkpoint(ckpt, device)
         model.load_state_dict(saved.state_dict())
         _restore_train_state(optimizer, load_train_state(ckpt), meta["train_state"])
         history = list(meta.get("metrics", []))
         start_epoch = len(history)
-    elif not resume:
+    else:  # a fresh run (also --resume with no checkpoint yet)
         seed_everything(config.seed + rank)
 
     net = model
