@@ -140,6 +140,7 @@ def _setup_distributed(device_flag: str):
 def cmd_train(args) -> int:
     import torch
 
+    from .checkpoints import checkpoint_path
     from .data import DATASETS, DatasetError, load_dataset
     from .models import build_model
     from .training import TrainConfig, TrainingError, fit
@@ -208,8 +209,7 @@ def cmd_train(args) -> int:
         print(json.dumps({
             "model": args.model, "dataset": data.name, "epochs": last["epoch"], "device": result.device,
             "seconds": round(time.perf_counter() - t0, 2), "images_per_s_median": statistics.median(speeds),
-            "test": last["test"], "checkpoint": str(config.checkpoint if config.checkpoint.endswith(".safetensors")
-                                                    else config.checkpoint + ".safetensors"),
+            "test": last["test"], "checkpoint": str(checkpoint_path(config.checkpoint)),
         }, indent=None if args.quiet else 2))
     return 0
 
