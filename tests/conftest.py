@@ -29,3 +29,47 @@ def trained_vae(digits):
     torch.manual_seed(0)
     model = build_model("vae", input_shape=digits.input_shape, latent_dim=4)
     return fit(model, digits, TrainConfig(epochs=15, batch_size=64, iwae_k=0, history_images=0, device="cpu")).model
+
+
+def copy_checkpoints(dest: Path) -> Path:
+    """A private copy of the shipped checkpoints (and their cached projections), so tests that
+    train or tamper with files never touch the repo's."""
+    import shutil
+
+    shutil.copytree(REPO / "checkpoints", dest, dirs_exist_ok=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def explorer(tmp_path_factory):
+    """The explorer's shared state over a copy of the shipped checkpoints (handlers as functions)."""
+    from vae_explorer.views import Explorer
+
+    ex = Explorer(copy_checkpoints(tmp_path_factory.mktemp("checkpoints")))
+    yield ex
+    ex.jobs.close()
+    ex.umap.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory):
+    """The real app on a free port over a copy of the checkpoints: yields (url, explorer)."""
+    import app
+    from vae_explorer.views import Explorer
+
+    ex = Explorer(copy_checkpoints(tmp_path_factory.mktemp("served-checkpoints")))
+    demo = app.build_app(ex)
+    port = free_port()
+    app.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}", ex
+    demo.close()
+    ex.jobs.close()
+    ex.umap.close()

@@ -228,21 +228,16 @@ def _load(path, device_flag):
 def cmd_eval(args) -> int:
     import torch
 
-    from .data import DatasetError, load_dataset
+    from .data import DatasetError, load_dataset_for
     from .metrics import evaluate
 
     if args.iwae_k < 0:
         raise UsageError(f"--iwae-k must be >= 0, got {args.iwae_k}")
     model, meta = _load(args.checkpoint, args.device)
-    ds = meta.get("dataset", {})
-    name = "folder" if str(ds.get("name", "")).startswith("folder:") else ds.get("name", "digits")
-    root = args.data_root or ds.get("root")
     try:
-        data = load_dataset(name, root, ds.get("image_size"), ds.get("channels"))
+        data = load_dataset_for(meta, args.data_root)
     except DatasetError as e:
         raise UsageError(str(e)) from None
-    if tuple(data.input_shape) != tuple(model.input_shape):
-        raise UsageError(f"{name} images are {tuple(data.input_shape)} but the model expects {model.input_shape}")
     torch.manual_seed(args.seed)
     device = next(model.parameters()).device
     metrics = evaluate(model, data.test_x.to(device), iwae_k=args.iwae_k)

@@ -176,3 +176,16 @@ def load_dataset(name: str = "digits", root: str | None = None, image_size: int 
     else:
         raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     return _resize(data, image_size, channels)
+
+
+def load_dataset_for(meta: dict, root: str | None = None) -> ImageData:
+    """The dataset a checkpoint was trained on, as its metadata describes it
+    (name, root, size, channels); `root` overrides the recorded data root."""
+    ds = meta.get("dataset", {})
+    recorded = str(ds.get("name", "digits"))
+    name = "folder" if recorded.startswith("folder:") else recorded
+    data = load_dataset(name, root or ds.get("root"), ds.get("image_size"), ds.get("channels"))
+    shape = tuple(meta.get("config", {}).get("input_shape", data.input_shape))
+    if tuple(data.input_shape) != shape:
+        raise DatasetError(f"{name} images are {tuple(data.input_shape)} but the model expects {shape}")
+    return data

@@ -48,3 +48,67 @@ def image_grid(x: torch.Tensor, nrow: int, padding: int = 1, scale: int = 1) -> 
     if x.shape[1] == 1:
         grid = grid[:1]
     return to_pil(grid, scale)
+
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # the server's upload limit as well (app.py)
+MAX_UPLOAD_PIXELS = 40_000_000  # width × height; larger headers are refused before decoding
+
+
+class UploadError(ValueError):
+    """An uploaded file that cannot be used as an image; the message says why, for the user."""
+
+
+def load_upload(path, shape: tuple[int, int, int]) -> tuple[torch.Tensor, str]:
+    """A user's image file -> ((C, H, W) uint8 at `shape`, a note saying what was converted).
+
+    Refuses empty, oversized, non-image and truncated files and decompression bombs
+    with a message; never trusts the file name's extension.
+    """
+    import os
+    import warnings
+
+    from PIL import UnidentifiedImageError
+
+    if path is None:
+        raise UploadError("no file was uploaded")
+    name = os.path.basename(str(path))
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        raise UploadError(f"{name}: the upload could not be read") from None
+    if size == 0:
+        raise UploadError(f"{name}: the file is empty")
+    if size > MAX_UPLOAD_BYTES:
+        raise UploadError(f"{name}: {size / 2**20:.1f} MB is over the {MAX_UPLOAD_BYTES // 2**20} MB upload limit")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_UPLOAD_PIXELS:
+                    raise UploadError(f"{name}: {w}×{h} pixels is more than the {MAX_UPLOAD_PIXELS // 10**6} "
+                                      "megapixels accepted (a decompression bomb?)")
+                frames = getattr(im, "n_frames", 1)
+                mode, fmt = im.mode, im.format
+                im.load()
+                x = pil_to_uint8(im, shape)
+    except UploadError:
+        raise
+    except UnidentifiedImageError:
+        raise UploadError(f"{name}: not an image (PNG, JPEG, WebP, GIF, BMP, TIFF are read)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UploadError(f"{name}: too many pixels (a decompression bomb?)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise UploadError(f"{name}: the image is damaged or truncated ({' '.join(str(e).split())[:120]})") from None
+    c, th, tw = shape
+    steps = [f"{fmt or 'image'} {w}×{h} {mode}"]
+    if frames > 1:
+        steps.append(f"first of {frames} frames")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P"):
+        steps.append("transparency over black" if mode != "P" else "palette expanded")
+    if mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        steps.append("high bit depth scaled to 8 bits")
+    if mode == "CMYK":
+        steps.append("CMYK converted")
+    steps.append(f"→ {'grey' if c == 1 else 'RGB'} {tw}×{th}")
+    return x, ", ".join(steps)

@@ -1,0 +1,175 @@
+"""The checkpoints folder as the explorer sees it: safe names -> loaded models,
+each with its dataset and its test-set codes computed once and cached.
+
+A name from the UI or the API is a bare file stem ("digits_vae"): no folders,
+no "..", no absolute paths, no symlinks, so nothing outside the folder is read.
+Loading goes through `load_checkpoint` (safetensors + JSON), never pickle.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoints import SUFFIX, CheckpointError, load_checkpoint, read_metadata
+from .data import DatasetError, ImageData, load_dataset_for
+from .explore import encode_images, principal_axes
+from .models import Autoencoder
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+class CatalogError(ValueError):
+    """A checkpoint name that is refused or cannot be loaded; the message says why."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A model ready to explore. Lazily computed parts are cached on first use."""
+
+    name: str
+    path: Path
+    model: Autoencoder
+    meta: dict
+    key: str  # changes whenever the file's contents change: keys the projection cache
+    data_root: str | None = None
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # lazy parts need each other
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def _cached(self, what: str, compute):
+        with self._lock:
+            if what not in self._cache:
+                self._cache[what] = compute()
+            return self._cache[what]
+
+    @property
+    def data(self) -> ImageData:
+        def load():
+            try:
+                return load_dataset_for(self.meta, self.data_root)
+            except DatasetError as e:
+                raise CatalogError(f"{self.name}: its dataset cannot be loaded: {e}") from None
+
+        return self._cached("data", load)
+
+    @property
+    def codes(self) -> np.ndarray:
+        """(N_test, D) float32: `encode` of every test image (AE code, VAE mean, VQ vector)."""
+        return self._cached("codes", lambda: encode_images(self.model, self.data.test_x).numpy())
+
+    @property
+    def axes(self):
+        """Principal axes of the test codes (mean, directions, std), for sliders and planes."""
+        return self._cached("axes", lambda: principal_axes(self.codes))
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.data.test_y.numpy()
+
+    @property
+    def dataset_name(self) -> str:
+        return str(self.meta.get("dataset", {}).get("name", "?"))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.model.input_shape
+
+    @torch.no_grad()
+    def decode(self, z: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(B, D) codes -> (B, C, H, W) images in [0, 1] on the CPU."""
+        z = torch.as_tensor(np.asarray(z, dtype=np.float32)).reshape(-1, self.model.latent_dim)
+        return self.model.decode(z).float().clamp(0, 1)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) float images -> (B, D) codes."""
+        return self.model.encode(x).float()
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.reconstruct(x).float().clamp(0, 1)
+
+
+class Catalog:
+    """Checkpoints in one folder, loaded on demand, kept in a small LRU cache.
+
+    A file that changes on disk (a training run writing its next epoch) is
+    reloaded on the next request. Safe to share between request threads.
+    """
+
+    def __init__(self, root: str | Path, data_root: str | None = None, capacity: int = 16):
+        self.root = Path(root).resolve()
+        self.data_root = data_root
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._loaded: OrderedDict[str, tuple[tuple, LoadedCheckpoint]] = OrderedDict()
+
+    def names(self) -> list[str]:
+        """Stems of the readable-looking checkpoints in the folder, sorted."""
+        if not self.root.is_dir():
+            return []
+        out = []
+        for p in self.root.iterdir():
+            if p.suffix == SUFFIX and not p.name.startswith(".") and NAME_PATTERN.fullmatch(p.stem) \
+                    and p.is_file() and not p.is_symlink():
+                out.append(p.stem)
+        return sorted(out)
+
+    def path(self, name: str) -> Path:
+        """The file behind a checkpoint name; refuses anything that could leave the folder."""
+        name = str(name or "").strip()
+        if name.endswith(SUFFIX):
+            name = name[: -len(SUFFIX)]
+        if not NAME_PATTERN.fullmatch(name):
+            raise CatalogError(f"{name!r} is not a checkpoint name: use a name from the list "
+                               "(letters, digits, '_', '-', '.'; no folders)")
+        path = self.root / f"{name}{SUFFIX}"
+        if path.is_symlink():
+            raise CatalogError(f"{name}: checkpoints that are symbolic links are not loaded")
+        if path.resolve().parent != self.root:
+            raise CatalogError(f"{name}: outside the checkpoints folder")
+        if not path.is_file():
+            raise CatalogError(f"no checkpoint named {name!r} in {self.root}")
+        return path
+
+    def metadata(self, name: str) -> dict:
+        try:
+            return read_metadata(self.path(name))
+        except CheckpointError as e:
+            raise CatalogError(str(e)) from None
+
+    def get(self, name: str) -> LoadedCheckpoint:
+        path = self.path(name)
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        with self._lock:
+            hit = self._loaded.get(path.stem)
+            if hit is not None and hit[0] == stamp:
+                self._loaded.move_to_end(path.stem)
+                return hit[1]
+        try:
+            model, meta = load_checkpoint(path, "cpu")
+        except CheckpointError as e:
+            raise CatalogError(str(e)) from None
+        key = hashlib.sha256(repr((meta.get("created"), meta.get("epoch"), st.st_size,
+                                   meta.get("config"))).encode()).hexdigest()[:16]
+        entry = LoadedCheckpoint(path.stem, path, model, meta, key, self.data_root)
+        with self._lock:
+            self._loaded[path.stem] = (stamp, entry)
+            self._loaded.move_to_end(path.stem)
+            while len(self._loaded) > self.capacity:
+                self._loaded.popitem(last=False)
+        return entry
+
+    def version(self) -> tuple:
+        """Changes when checkpoints appear, vanish or are rewritten: cheap to poll."""
+        if not self.root.is_dir():
+            return ()
+        return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in self.root.glob(f"*{SUFFIX}")
+                            if p.is_file() and not p.name.startswith(".")))

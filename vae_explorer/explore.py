@@ -1,0 +1,208 @@
+"""Exploring a trained model: encode a dataset, principal axes of its codes,
+latent planes ("manifolds"), interpolation, sampling, reconstruction errors and
+a PCA baseline. Plain functions over tensors and arrays, deterministic given a
+seed; the views (views.py) turn their results into pictures.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .data import to_float
+from .models import VQVAE, Autoencoder
+
+
+@torch.no_grad()
+def encode_images(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """(N, C, H, W) uint8 -> (N, D) float32 codes on the CPU (`model.encode`: AE code, VAE mean, VQ vector)."""
+    device = next(model.parameters()).device
+    out = [model.encode(to_float(images[i:i + batch_size].to(device))).float().cpu()
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out) if out else torch.empty(0, model.latent_dim)
+
+
+@torch.no_grad()
+def reconstruction_errors(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
+    """(N, C, H, W) uint8 -> (N,) mean squared error per pixel of `reconstruct` (no sampling, no corruption)."""
+    errors = []
+    for i in range(0, len(images), batch_size):
+        x = to_float(images[i:i + batch_size])
+        errors.append((model.reconstruct(x).float() - x).square().flatten(1).mean(1))
+    return torch.cat(errors).numpy() if errors else np.zeros(0, np.float32)
+
+
+@dataclass
+class PrincipalAxes:
+    """PCA of a set of codes: z ≈ mean + coefs @ directions, coefs[:, i] has std `std[i]`."""
+
+    mean: np.ndarray  # (D,)
+    directions: np.ndarray  # (D, D) rows = principal directions, by decreasing variance
+    std: np.ndarray  # (D,) std of the codes along each direction
+
+    def coefficients(self, z: np.ndarray) -> np.ndarray:
+        return (np.asarray(z, np.float32) - self.mean) @ self.directions.T
+
+    def explained(self) -> np.ndarray:
+        var = self.std ** 2
+        return var / max(var.sum(), 1e-12)
+
+
+def principal_axes(codes: np.ndarray) -> PrincipalAxes:
+    codes = np.asarray(codes, dtype=np.float64)
+    mean = codes.mean(0)
+    # SVD of the centred codes: right singular vectors are the principal directions.
+    _, s, vt = np.linalg.svd(codes - mean, full_matrices=True)
+    std = np.zeros(codes.shape[1])
+    std[: len(s)] = s / np.sqrt(max(len(codes) - 1, 1))
+    # Fix each direction's sign (largest component positive) so plots do not flip between runs.
+    signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)])
+    vt = vt * np.where(signs == 0, 1, signs)[:, None]
+    return PrincipalAxes(mean.astype(np.float32), vt.astype(np.float32), std.astype(np.float32))
+
+
+@dataclass
+class SliderAxes:
+    """What latent sliders move: z = base + sum_i value_i * directions[i].
+
+    For codes of at most `max_sliders` dims the directions are the coordinate axes
+    and a slider's value is the coordinate itself; for wider codes they are the
+    top principal directions, and the value is the coefficient along it.
+    """
+
+    labels: list[str]
+    directions: np.ndarray  # (k, D)
+    center: np.ndarray  # (D,)
+    low: np.ndarray  # (k,) slider ranges: mean ± 3 std of the codes along each direction
+    high: np.ndarray
+
+    def values(self, z: np.ndarray) -> np.ndarray:
+        return (np.asarray(z, np.float32) - self.center) @ self.directions.T
+
+    def compose(self, z_base: np.ndarray, values) -> np.ndarray:
+        """The code with its slider coordinates replaced by `values`, the rest of `z_base` kept."""
+        values = np.asarray(values, np.float32)[: len(self.directions)]
+        z_base = np.asarray(z_base, np.float32)
+        current = self.values(z_base)
+        return z_base + (values - current) @ self.directions
+
+
+def slider_axes(codes: np.ndarray, axes: PrincipalAxes, max_sliders: int = 8) -> SliderAxes:
+    d = codes.shape[1]
+    if d <= max_sliders:
+        mean, std = codes.mean(0), codes.std(0)
+        return SliderAxes([f"z[{i}]" for i in range(d)], np.eye(d, dtype=np.float32),
+                          np.zeros(d, np.float32), mean - 3 * std, mean + 3 * std)
+    k = max_sliders
+    share = axes.explained()
+    labels = [f"PC {i + 1} ({100 * share[i]:.0f}% of variance)" for i in range(k)]
+    return SliderAxes(labels, axes.directions[:k], axes.mean, -3 * axes.std[:k], 3 * axes.std[:k])
+
+
+def latent_plane(codes: np.ndarray, axes: PrincipalAxes, n: int = 15) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An n×n grid of codes to decode: (n*n, D), and the two axes' tick values (n,), (n,).
+
+    2-D codes: the raw plane over the 1st–99th percentile box of the codes, so the
+    holes an AE leaves between classes show as garbage and a VAE's smooth prior
+    shows as smooth change. Wider codes: the plane of the top two principal
+    directions through the mean, ±2.5 std, the other coordinates at the mean.
+    Rows run top to bottom from high to low second coordinate (as a plot's y axis).
+    """
+    d = codes.shape[1]
+    if d == 1:
+        lo, hi = np.percentile(codes[:, 0], [1, 99])
+        xs = np.linspace(lo, hi, n * n, dtype=np.float32)
+        return xs[:, None], xs, np.zeros(1, np.float32)
+    if d == 2:
+        lo, hi = np.percentile(codes, [1, 99], axis=0)
+        xs = np.linspace(lo[0], hi[0], n, dtype=np.float32)
+        ys = np.linspace(lo[1], hi[1], n, dtype=np.float32)
+        gx, gy = np.meshgrid(xs, ys[::-1])
+        return np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float32), xs, ys
+    xs = np.linspace(-2.5, 2.5, n, dtype=np.float32) * axes.std[0]
+    ys = np.linspace(-2.5, 2.5, n, dtype=np.float32) * axes.std[1]
+    gx, gy = np.meshgrid(xs, ys[::-1])
+    z = axes.mean + gx.ravel()[:, None] * axes.directions[0] + gy.ravel()[:, None] * axes.directions[1]
+    return z.astype(np.float32), xs, ys
+
+
+def interpolate(z0: np.ndarray, z1: np.ndarray, ts, mode: str = "linear") -> np.ndarray:
+    """Codes along the path from z0 to z1 at fractions ts: (len(ts), D).
+
+    linear: (1-t) z0 + t z1. spherical (slerp, Shoemake 1985 / White 2016): moves
+    along the great circle and interpolates the norm linearly, so the path keeps
+    the typical norm of Gaussian codes instead of cutting through the low-norm
+    middle of the prior.
+    """
+    z0, z1 = np.asarray(z0, np.float64), np.asarray(z1, np.float64)
+    ts = np.asarray(ts, np.float64).reshape(-1, 1)
+    if mode == "linear":
+        return ((1 - ts) * z0 + ts * z1).astype(np.float32)
+    if mode != "spherical":
+        raise ValueError(f"interpolation must be 'linear' or 'spherical', got {mode!r}")
+    n0, n1 = np.linalg.norm(z0), np.linalg.norm(z1)
+    if n0 < 1e-8 or n1 < 1e-8:
+        return ((1 - ts) * z0 + ts * z1).astype(np.float32)
+    u0, u1 = z0 / n0, z1 / n1
+    omega = np.arccos(np.clip(u0 @ u1, -1.0, 1.0))
+    if omega < 1e-4:  # (anti)parallel within rounding: slerp degenerates to lerp
+        return ((1 - ts) * z0 + ts * z1).astype(np.float32)
+    direction = (np.sin((1 - ts) * omega) * u0 + np.sin(ts * omega) * u1) / np.sin(omega)
+    return (direction * ((1 - ts) * n0 + ts * n1)).astype(np.float32)
+
+
+SAMPLE_SOURCES = ("prior", "fitted", "usage", "uniform")
+
+
+@torch.no_grad()
+def sample_images(model: Autoencoder, n: int, source: str = "prior", temperature: float = 1.0, seed: int = 0,
+                  codes: np.ndarray | None = None) -> torch.Tensor:
+    """n decoded samples (n, C, H, W) in [0, 1].
+
+    prior: z ~ N(0, T² I), the VAE's generative model (for a plain AE a guess
+    that mostly lands off its codes). fitted: z ~ N(mean, T² cov) of the model's
+    own test codes. usage / uniform: VQ models, codes drawn by training usage
+    frequency or uniformly.
+    """
+    if n < 1 or not temperature > 0:
+        raise ValueError("need at least one sample and a positive temperature")
+    g = torch.Generator().manual_seed(int(seed))
+    if source in ("usage", "uniform"):
+        if not isinstance(model, VQVAE):
+            raise ValueError(f"{source} code sampling is for VQ models")
+        return model.sample(n, temperature=temperature, generator=g, codes=source).float().clamp(0, 1)
+    eps = torch.randn(n, model.latent_dim, generator=g)
+    if source == "prior":
+        z = eps * temperature
+    elif source == "fitted":
+        if codes is None or len(codes) < 2:
+            raise ValueError("fitted sampling needs the model's codes")
+        c = torch.as_tensor(np.asarray(codes, np.float64))
+        mean = c.mean(0)
+        cov = torch.cov(c.T).reshape(model.latent_dim, model.latent_dim)
+        # Cholesky with a little jitter: codes of a collapsed dimension give a singular covariance.
+        chol = torch.linalg.cholesky(cov + 1e-6 * torch.eye(model.latent_dim, dtype=cov.dtype)
+                                     * max(float(cov.diagonal().mean()), 1e-6))
+        z = (mean + temperature * eps.double() @ chol.T).float()
+    else:
+        raise ValueError(f"unknown sample source {source!r}; choose one of {', '.join(SAMPLE_SOURCES)}")
+    device = next(model.parameters()).device
+    return model.decode(z.to(device)).float().clamp(0, 1).cpu()
+
+
+class PCABaseline:
+    """PCA on flattened pixels as a linear autoencoder: the baseline every AE should beat."""
+
+    def __init__(self, images: torch.Tensor, k: int):
+        x = to_float(images).flatten(1).double()  # (N, P)
+        self.shape = tuple(images.shape[1:])
+        self.k = min(k, x.shape[0], x.shape[1])
+        self.mean = x.mean(0)
+        _, _, vt = torch.linalg.svd(x - self.mean, full_matrices=False)
+        self.components = vt[: self.k]  # (k, P)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) float -> projection onto the top-k subspace, clipped to [0, 1]."""
+        flat = x.flatten(1).double() - self.mean
+        return ((flat @ self.components.T) @ self.components + self.mean).clamp(0, 1).float().view(-1, *self.shape)

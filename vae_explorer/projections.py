@@ -1,0 +1,207 @@
+"""2-D views of latent codes: the raw plane, PCA, and UMAP.
+
+UMAP is slow to start (numba compiles for about a minute in a fresh process on
+a small CPU), so it runs in one background worker process that is warmed up at
+start, never in a request; results are cached on disk per checkpoint contents,
+and the shipped checkpoints ship theirs. PCA is instant and shows meanwhile.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+
+PROJECTIONS = ("auto", "raw", "pca", "umap")
+
+
+def resolve_projection(method: str, latent_dim: int) -> str:
+    """'auto' is raw for 2-D codes, PCA otherwise; 'raw' needs 2-D codes."""
+    if method not in PROJECTIONS:
+        raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, got {method!r}")
+    if method == "auto":
+        return "raw" if latent_dim <= 2 else "pca"
+    if method == "raw" and latent_dim > 2:
+        return "pca"
+    return method
+
+
+def pca_2d(codes: np.ndarray, mean: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """(N, D) -> (N, 2) coefficients on the top two principal directions."""
+    coefs = (codes - mean) @ directions[:2].T
+    return coefs if coefs.shape[1] == 2 else np.pad(coefs, ((0, 0), (0, 2 - coefs.shape[1])))
+
+
+def raw_2d(codes: np.ndarray) -> np.ndarray:
+    return codes[:, :2] if codes.shape[1] >= 2 else np.pad(codes, ((0, 0), (0, 2 - codes.shape[1])))
+
+
+def umap_fit(codes: np.ndarray, seed: int = 0) -> np.ndarray:
+    """(N, D) -> (N, 2) UMAP embedding (runs in the worker process)."""
+    import umap  # imported here: 3-30 s, and only the worker pays it
+
+    n_neighbors = int(min(15, max(2, len(codes) - 1)))
+    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=0.1, random_state=seed)
+    return reducer.fit_transform(np.asarray(codes, np.float32)).astype(np.float32)
+
+
+class _Worker:
+    """`python -m vae_explorer.projections`: a long-lived subprocess that fits UMAPs one at a
+    time. A plain subprocess, not multiprocessing's spawn, which would re-import the
+    server's main module (gradio and all) in the child."""
+
+    def __init__(self):
+        self._tmp = tempfile.TemporaryDirectory(prefix="vae-explorer-umap-")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "vae_explorer.projections"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True, cwd=str(Path(__file__).resolve().parent.parent))
+        self._futures: dict[int, Future] = {}
+        self._next = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True, name="umap-reader").start()
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def submit(self, codes: np.ndarray | None) -> Future:
+        """Fit UMAP to `codes` (None: a small warm-up fit); the future's result is the (N, 2) embedding."""
+        future: Future = Future()
+        with self._lock:
+            job, self._next = self._next, self._next + 1
+            src, dst = Path(self._tmp.name) / f"{job}.in.npy", Path(self._tmp.name) / f"{job}.out.npy"
+            if codes is not None:
+                np.save(src, np.asarray(codes, np.float32))
+            self._futures[job] = future
+            try:
+                self._proc.stdin.write(json.dumps({"id": job, "in": str(src) if codes is not None else None,
+                                                   "out": str(dst)}) + "\n")
+                self._proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                self._futures.pop(job, None)
+                future.set_exception(RuntimeError("the UMAP worker process is not running"))
+        return future
+
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            try:
+                reply = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            with self._lock:
+                future = self._futures.pop(reply.get("id"), None)
+            if future is None:
+                continue
+            if reply.get("error"):
+                future.set_exception(RuntimeError(reply["error"]))
+            else:
+                try:
+                    future.set_result(np.load(reply["out"], allow_pickle=False))
+                except (OSError, ValueError) as e:
+                    future.set_exception(e)
+        with self._lock:  # the worker died: fail whatever was waiting
+            for future in self._futures.values():
+                future.set_exception(RuntimeError("the UMAP worker process ended unexpectedly"))
+            self._futures.clear()
+
+    def close(self) -> None:
+        if self.alive():
+            self._proc.kill()
+            self._proc.wait()
+        self._tmp.cleanup()
+
+
+class UmapProjector:
+    """Cached, non-blocking UMAP: `get` returns the embedding, or None while it is computed."""
+
+    def __init__(self, cache_dir: str | Path | None):
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._lock = threading.Lock()
+        self._worker: _Worker | None = None
+        self._jobs: dict[str, Future] = {}
+        self._errors: dict[str, str] = {}
+        self._memory: dict[str, np.ndarray] = {}
+
+    def _submit(self, codes: np.ndarray | None) -> Future:
+        if self._worker is None or not self._worker.alive():
+            self._worker = _Worker()
+        return self._worker.submit(codes)
+
+    def warm_up(self) -> Future:
+        """Start the worker and compile UMAP's numba code now, so the first real request is fast."""
+        with self._lock:
+            return self._submit(None)
+
+    def cache_file(self, key: str) -> Path | None:
+        return self.cache_dir / f"{key}.umap.npy" if self.cache_dir else None
+
+    def get(self, key: str, codes: np.ndarray) -> np.ndarray | None:
+        """The embedding of `codes` (identified by `key`), or None and a fit started in the background."""
+        with self._lock:
+            if key in self._memory:
+                return self._memory[key]
+            path = self.cache_file(key)
+            if path is not None and path.is_file():
+                try:
+                    emb = np.load(path, allow_pickle=False)
+                    if emb.shape == (len(codes), 2):
+                        self._memory[key] = emb
+                        return emb
+                except (OSError, ValueError):
+                    pass  # a damaged cache file: compute again
+            if key in self._errors:
+                return None
+            job = self._jobs.get(key)
+            if job is None:
+                self._jobs[key] = job = self._submit(codes)
+            if not job.done():
+                return None
+            del self._jobs[key]
+            try:
+                emb = job.result()
+            except Exception as e:  # the worker died or umap failed: say so
+                self._errors[key] = f"{type(e).__name__}: {e}"
+                return None
+            self._memory[key] = emb
+            if path is not None:
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_name(path.name + ".tmp.npy")
+                    np.save(tmp, emb)
+                    tmp.replace(path)
+                except OSError:
+                    pass  # read-only checkpoints folder: keep it in memory only
+            return emb
+
+    def error(self, key: str) -> str | None:
+        return self._errors.get(key)
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+
+
+def _serve() -> None:
+    """The worker's loop: one JSON request per stdin line, one JSON reply per stdout line."""
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            if request["in"] is None:
+                emb = umap_fit(np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32))
+            else:
+                emb = umap_fit(np.load(request["in"], allow_pickle=False))
+            np.save(request["out"], emb)
+            reply = {"id": request["id"], "out": request["out"]}
+        except Exception as e:
+            reply = {"id": request["id"], "error": f"{type(e).__name__}: {e}"}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    _serve()
