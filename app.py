@@ -99,8 +99,10 @@ def build_app(explorer: Explorer) -> gr.Blocks:
     ae, vae, vq, dae = _defaults(names, "digits_ae", "digits_vae", "digits_vq_vae", "digits_denoising_ae")
 
     def picker(label, value, multiselect=False, elem_id=None):
+        # Custom values pass Gradio's own check so API clients can name checkpoints saved after the page
+        # was built; every name is still confined to the checkpoints folder by the catalog.
         return gr.Dropdown(choices=names, value=value, label=label, multiselect=multiselect, elem_id=elem_id,
-                           allow_custom_value=False)
+                           allow_custom_value=True)
 
     def cards(*chosen) -> str:
         picked = [n for c in chosen for n in (c if isinstance(c, list) else [c]) if n]

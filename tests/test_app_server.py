@@ -1,0 +1,108 @@
+"""The running app through gradio_client: every public endpoint answers with the right
+kinds of outputs, errors come back as messages, and the server keeps serving."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from PIL import Image
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+PUBLIC = {"latent_map", "select_point", "manifold", "reconstruct", "anomalies", "slider_setup", "decode",
+          "interpolate", "interpolate_at", "sample", "denoise", "train_start", "train_cancel", "train_status",
+          "model_card", "checkpoints"}
+
+
+@pytest.fixture(scope="module")
+def client(app_server):
+    url, _ = app_server
+    return Client(url, analytics_enabled=False, verbose=False)
+
+
+def is_png(path, min_side: int = 8) -> bool:
+    with Image.open(path) as im:
+        return im.format == "PNG" and min(im.size) >= min_side
+
+
+def is_plot(value) -> bool:
+    """A gr.Plot output: plotly JSON with traces."""
+    plot = json.loads(value["plot"]) if isinstance(value, dict) and "plot" in value else None
+    return plot is not None and "data" in plot
+
+
+def test_every_public_endpoint_is_named(client):
+    names = {name.lstrip("/") for name in client.view_api(return_format="dict", print_info=False)["named_endpoints"]}
+    assert PUBLIC <= names, PUBLIC - names
+
+
+def test_map_and_point_endpoints(client):
+    left, right, note, _timer = client.predict("digits_ae", "digits_vae", "auto", 3, api_name="/latent_map")
+    assert is_plot(left) and is_plot(right) and "359 test images" in note
+    index, x, ra, rb, caption = client.predict("digits_ae", "digits_vae", 12, api_name="/select_point")
+    assert index == 12 and all(is_png(p) for p in (x, ra, rb)) and "**12**" in caption
+    a, b, text = client.predict("digits_ae", "digits_vq_vae", 9, api_name="/manifold")
+    assert is_png(a, 64) and is_png(b, 64) and "9×9" in text
+
+
+def test_reconstruct_and_anomalies(client, tmp_path):
+    grid, table = client.predict(["digits_ae", "digits_vae"], "1, 2", None, 0, api_name="/reconstruct")
+    assert is_png(grid) and table.count("| digits_") == 2
+    up = tmp_path / "up.png"
+    Image.new("L", (30, 30), 0).save(up)
+    grid, table = client.predict(["digits_vq_vae"], "", handle_file(str(up)), 0, api_name="/reconstruct")
+    assert is_png(grid) and "upload" in table
+    hist, worst, text = client.predict("digits_vae", 99, api_name="/anomalies")
+    assert is_plot(hist) and is_png(worst) and "99th percentile" in text
+
+
+def test_slider_setup_and_decode(client):
+    *sliders, image, text = client.predict("digits_sparse_ae", 0, api_name="/slider_setup")
+    assert len(sliders) == 8 and is_png(image) and "principal directions" in text
+    values = [s["value"] for s in sliders]
+    assert all(s["minimum"] <= s["value"] <= s["maximum"] for s in sliders)
+    moved = client.predict("digits_sparse_ae", 0, sliders[0]["maximum"], *values[1:], api_name="/decode")
+    assert is_png(moved)
+    with open(moved, "rb") as f, open(image, "rb") as g:
+        assert f.read() != g.read()
+
+
+def test_interpolate_sample_denoise_card(client):
+    strip, text = client.predict("digits_ae", "digits_vae", 0, 5, None, None, "spherical", 8, api_name="/interpolate")
+    assert is_png(strip) and "Spherical" in text
+    a, b = client.predict("digits_ae", "digits_vae", 0, 5, None, None, "linear", 0.3, api_name="/interpolate_at")
+    assert is_png(a) and is_png(b)
+    a, b, text = client.predict("digits_vq_vae", 1.0, 0, api_name="/sample")
+    assert is_png(a) and is_png(b) and "codebook" in text
+    clean, noisy, gallery, text = client.predict(["digits_denoising_ae", "digits_ae"], 2, None, "salt_and_pepper",
+                                                 0.2, 0, api_name="/denoise")
+    assert is_png(clean) and is_png(noisy) and len(gallery) == 3 and "dB" in gallery[0]["caption"]
+    card = client.predict("digits_conv_vae", api_name="/model_card")
+    assert "| layer | type | parameters |" in card
+    assert "digits_vae" in client.predict(api_name="/checkpoints")
+
+
+def test_errors_come_back_as_messages_and_the_server_keeps_serving(client):
+    with pytest.raises(Exception, match="out of range"):
+        client.predict("digits_ae", "digits_vae", 99999, api_name="/select_point")
+    with pytest.raises(Exception, match="not a checkpoint name"):
+        client.predict("../../etc/passwd", api_name="/model_card")
+    with pytest.raises(Exception, match="learning rate"):
+        client.predict("vae", "digits", 2, 1.0, "bernoulli", 0.0, 5, -1.0, 64, "auto", "", api_name="/train_start")
+    assert "digits_ae" in client.predict(api_name="/checkpoints")
+
+
+def test_training_through_the_server(client, app_server):
+    _, explorer = app_server
+    status, curves, history, _timer = client.predict("ae", "digits", 2, 1.0, "bernoulli", 0.0, 2, 1e-3, 64, "auto",
+                                                     "served_ae", api_name="/train_start")
+    assert "served_ae" in status
+    deadline = time.time() + 90
+    while time.time() < deadline and explorer.jobs.current.running:
+        time.sleep(0.3)
+    status, curves, history, _timer = client.predict(api_name="/train_status")
+    assert "finished" in status and is_plot(curves) and is_png(history)
+    assert "served_ae" in client.predict(api_name="/checkpoints")
+    assert "served_ae" in client.predict("served_ae", api_name="/model_card")
