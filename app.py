@@ -472,6 +472,8 @@ def parse_args(argv=None):
                    help="folder of .safetensors checkpoints to explore; new training runs are saved here")
     p.add_argument("--data-root", default=None, help="where mnist / fashion_mnist / cifar10 live (default ./data)")
     p.add_argument("--share", action="store_true", help="also make a public gradio.live link (off by default)")
+    p.add_argument("--auth", metavar="USER:PASSWORD", default=None,
+                   help="require this login (use it with --host 0.0.0.0)")
     p.add_argument("--no-umap-warmup", action="store_true", help="do not compile UMAP in the background at start")
     return p.parse_args(argv)
 
@@ -483,7 +485,10 @@ def main(argv=None) -> None:
     explorer = Explorer(args.checkpoints, args.data_root)
     demo = build_app(explorer)
     try:
-        launch(demo, args.host, args.port, args.share, prevent_thread_lock=True)
+        auth = tuple(args.auth.split(":", 1)) if args.auth else None
+        if auth is not None and len(auth) != 2:
+            sys.exit("--auth must look like user:password")
+        launch(demo, args.host, args.port, args.share, auth=auth, prevent_thread_lock=True)
         if not args.no_umap_warmup:
             explorer.umap.warm_up()
         print(f"vae-explorer is serving on http://{args.host}:{args.port}", flush=True)
