@@ -104,9 +104,18 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         return gr.Dropdown(choices=names, value=value, label=label, multiselect=multiselect, elem_id=elem_id,
                            allow_custom_value=True)
 
+    @user_errors
     def cards(*chosen) -> str:
         picked = [n for c in chosen for n in (c if isinstance(c, list) else [c]) if n]
         return "\n\n---\n\n".join(ex.card(n) for n in dict.fromkeys(picked)) or "No model chosen."
+
+    def model_cards(demo: gr.Blocks, *dropdowns: gr.Dropdown) -> None:
+        """A closed accordion with the cards of the models chosen in `dropdowns`, kept up to date."""
+        with gr.Accordion("Model cards" if len(dropdowns) > 1 or dropdowns[0].multiselect else "Model card",
+                          open=False):
+            box = gr.Markdown()
+        gr.on([demo.load, *[d.change for d in dropdowns]], cards, list(dropdowns), box, api_visibility="private",
+              show_progress="hidden")
 
     # ---- handlers: plain values <-> widgets --------------------------------------------------
 
@@ -235,8 +244,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                         manifold_left = gr.Image(label="Left model", format="png", elem_id="manifold_left")
                         manifold_right = gr.Image(label="Right model", format="png", elem_id="manifold_right")
                     manifold_note = gr.Markdown(elem_classes="caption")
-                with gr.Accordion("Model cards", open=False):
-                    map_cards = gr.Markdown()
+                model_cards(demo, map_left, map_right)
                 pick_btn = gr.Button("pick", elem_id="pick_button", visible="hidden")
                 umap_timer = gr.Timer(2.0, active=False)
                 pickers += [map_left, map_right]
@@ -262,8 +270,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                 ano_grid = gr.Image(label="The worst-reconstructed test images (top: input, bottom: reconstruction)",
                                     format="png", elem_id="ano_grid")
                 ano_text = gr.Markdown(elem_classes="caption")
-                with gr.Accordion("Model cards", open=False):
-                    rec_cards = gr.Markdown()
+                model_cards(demo, rec_models, ano_model)
                 pickers += [rec_models, ano_model]
 
             with gr.Tab("Latent sliders", id="sliders"):
@@ -279,8 +286,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                     with gr.Column(scale=1):
                         sl_image = gr.Image(label="Decoded", format="png", elem_id="sl_image", height=220)
                         sl_text = gr.Markdown(elem_classes="caption")
-                with gr.Accordion("Model card", open=False):
-                    sl_card = gr.Markdown()
+                model_cards(demo, sl_model)
                 pickers.append(sl_model)
 
             with gr.Tab("Interpolate", id="interpolate"):
@@ -302,8 +308,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                 in_steps = gr.Slider(2, 30, value=10, step=1, label="Steps in the strip")
                 in_strip = gr.Image(label="Strips: one row per model", format="png", elem_id="in_strip")
                 in_text = gr.Markdown(elem_classes="caption")
-                with gr.Accordion("Model cards", open=False):
-                    in_cards = gr.Markdown()
+                model_cards(demo, in_a_model, in_b_model)
                 pickers += [in_a_model, in_b_model]
 
             with gr.Tab("Sample", id="sample"):
@@ -317,8 +322,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                     sa_a = gr.Image(label="Samples", format="png", elem_id="sa_a")
                     sa_b = gr.Image(label="For comparison", format="png", elem_id="sa_b")
                 sa_text = gr.Markdown(elem_classes="caption")
-                with gr.Accordion("Model card", open=False):
-                    sa_card = gr.Markdown()
+                model_cards(demo, sa_model)
                 pickers.append(sa_model)
 
             with gr.Tab("Denoise", id="denoise"):
@@ -340,8 +344,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                 de_out = gr.Gallery(label="Denoised", columns=5, height=220, format="png", elem_id="de_out",
                                     object_fit="contain")
                 de_text = gr.Markdown(elem_classes="caption", elem_id="de_text")
-                with gr.Accordion("Model cards", open=False):
-                    de_cards = gr.Markdown()
+                model_cards(demo, de_models)
                 pickers.append(de_models)
 
             with gr.Tab("Train", id="train"):
@@ -395,21 +398,16 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                          api_visibility="private")
         gr.on([demo.load, map_left.change, map_right.change, grid_n.release], manifolds,
               [map_left, map_right, grid_n], [manifold_left, manifold_right, manifold_note], api_name="manifold")
-        gr.on([demo.load, map_left.change, map_right.change], user_errors(cards), [map_left, map_right], map_cards,
-              api_visibility="private")
 
         rec_btn.click(reconstruct, [rec_models, rec_indices, rec_upload, rec_seed], [rec_grid, rec_table],
                       api_name="reconstruct")
         gr.on([demo.load, ano_model.change, ano_pct.release], anomalies, [ano_model, ano_pct],
               [ano_hist, ano_grid, ano_text], api_name="anomalies")
-        gr.on([rec_models.change, ano_model.change], user_errors(cards), [rec_models, ano_model], rec_cards,
-              api_visibility="private")
 
         gr.on([demo.load, sl_model.change, sl_index.submit], setup_sliders, [sl_model, sl_index],
               [*sliders, sl_image, sl_text], api_name="slider_setup")
         gr.on([s.input for s in sliders], decode, [sl_model, sl_index, *sliders], sl_image, api_name="decode",
               trigger_mode="always_last", show_progress="hidden", concurrency_limit=4)
-        sl_model.change(user_errors(cards), sl_model, sl_card, api_visibility="private")
 
         in_inputs = [in_a_model, in_b_model, in_ia, in_ib, in_ua, in_ub, in_mode]
         gr.on([demo.load, in_a_model.change, in_b_model.change, in_ia.submit, in_ib.submit, in_ua.change,
@@ -418,17 +416,13 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         gr.on([demo.load, in_t.input, in_a_model.change, in_b_model.change, in_ia.submit, in_ib.submit,
                in_ua.change, in_ub.change, in_mode.change], interpolate_at, [*in_inputs, in_t], [in_img_a, in_img_b],
               api_name="interpolate_at", trigger_mode="always_last", show_progress="hidden", concurrency_limit=4)
-        gr.on([in_a_model.change, in_b_model.change], user_errors(cards), [in_a_model, in_b_model], in_cards,
-              api_visibility="private")
 
         gr.on([demo.load, sa_btn.click, sa_model.change], sample, [sa_model, sa_temp, sa_seed], [sa_a, sa_b, sa_text],
               api_name="sample")
-        sa_model.change(user_errors(cards), sa_model, sa_card, api_visibility="private")
 
         de_inputs = [de_models, de_index, de_upload, de_kind, de_level, de_seed]
         gr.on([demo.load, de_models.change, de_index.submit, de_upload.change, de_kind.change, de_level.release,
                de_seed.submit], denoise, de_inputs, [de_clean, de_noisy, de_out, de_text], api_name="denoise")
-        de_models.change(user_errors(cards), de_models, de_cards, api_visibility="private")
 
         train_outputs = [tr_status, tr_curves, tr_history]
         tr_start.click(train_start, [tr_model, tr_dataset, tr_latent, tr_beta, tr_like, tr_noise, tr_epochs, tr_lr,
