@@ -109,12 +109,12 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         picked = [n for c in chosen for n in (c if isinstance(c, list) else [c]) if n]
         return "\n\n---\n\n".join(ex.card(n) for n in dict.fromkeys(picked)) or "No model chosen."
 
-    def model_cards(demo: gr.Blocks, *dropdowns: gr.Dropdown) -> None:
-        """A closed accordion with the cards of the models chosen in `dropdowns`, kept up to date."""
+    def model_cards(shown, *dropdowns: gr.Dropdown) -> None:
+        """A closed accordion with the cards of the models chosen in `dropdowns`, filled when `shown` fires."""
         with gr.Accordion("Model cards" if len(dropdowns) > 1 or dropdowns[0].multiselect else "Model card",
                           open=False):
             box = gr.Markdown()
-        gr.on([demo.load, *[d.change for d in dropdowns]], cards, list(dropdowns), box, api_visibility="private",
+        gr.on([shown, *[d.change for d in dropdowns]], cards, list(dropdowns), box, api_visibility="private",
               show_progress="hidden")
 
     # ---- handlers: plain values <-> widgets --------------------------------------------------
@@ -244,12 +244,12 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                         manifold_left = gr.Image(label="Left model", format="png", elem_id="manifold_left")
                         manifold_right = gr.Image(label="Right model", format="png", elem_id="manifold_right")
                     manifold_note = gr.Markdown(elem_classes="caption")
-                model_cards(demo, map_left, map_right)
+                model_cards(demo.load, map_left, map_right)
                 pick_btn = gr.Button("pick", elem_id="pick_button", visible="hidden")
                 umap_timer = gr.Timer(2.0, active=False)
                 pickers += [map_left, map_right]
 
-            with gr.Tab("Reconstruct", id="reconstruct"):
+            with gr.Tab("Reconstruct", id="reconstruct") as tab_rec:
                 gr.Markdown("Inputs on top, each model's reconstruction below, with the per-image error.")
                 with gr.Row():
                     rec_models = picker("Models", [n for n in (ae, vae, vq) if n], multiselect=True, elem_id="rec_models")
@@ -270,10 +270,10 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                 ano_grid = gr.Image(label="The worst-reconstructed test images (top: input, bottom: reconstruction)",
                                     format="png", elem_id="ano_grid")
                 ano_text = gr.Markdown(elem_classes="caption")
-                model_cards(demo, rec_models, ano_model)
+                model_cards(tab_rec.select, rec_models, ano_model)
                 pickers += [rec_models, ano_model]
 
-            with gr.Tab("Latent sliders", id="sliders"):
+            with gr.Tab("Latent sliders", id="sliders") as tab_sl:
                 gr.Markdown("Start from a test image's code, then move through latent space: the decoded image "
                             "follows while you drag.")
                 with gr.Row():
@@ -286,10 +286,10 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                     with gr.Column(scale=1):
                         sl_image = gr.Image(label="Decoded", format="png", elem_id="sl_image", height=220)
                         sl_text = gr.Markdown(elem_classes="caption")
-                model_cards(demo, sl_model)
+                model_cards(tab_sl.select, sl_model)
                 pickers.append(sl_model)
 
-            with gr.Tab("Interpolate", id="interpolate"):
+            with gr.Tab("Interpolate", id="interpolate") as tab_in:
                 gr.Markdown("Walk from image A to image B through each model's latent space.")
                 with gr.Row():
                     in_a_model = picker("Model 1", ae, elem_id="in_model_a")
@@ -308,10 +308,10 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                 in_steps = gr.Slider(2, 30, value=10, step=1, label="Steps in the strip")
                 in_strip = gr.Image(label="Strips: one row per model", format="png", elem_id="in_strip")
                 in_text = gr.Markdown(elem_classes="caption")
-                model_cards(demo, in_a_model, in_b_model)
+                model_cards(tab_in.select, in_a_model, in_b_model)
                 pickers += [in_a_model, in_b_model]
 
-            with gr.Tab("Sample", id="sample"):
+            with gr.Tab("Sample", id="sample") as tab_sa:
                 with gr.Row():
                     sa_model = picker("Model", vae, elem_id="sa_model")
                     sa_temp = gr.Slider(0.1, 3.0, value=1.0, step=0.05, label="Temperature",
@@ -322,10 +322,10 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                     sa_a = gr.Image(label="Samples", format="png", elem_id="sa_a")
                     sa_b = gr.Image(label="For comparison", format="png", elem_id="sa_b")
                 sa_text = gr.Markdown(elem_classes="caption")
-                model_cards(demo, sa_model)
+                model_cards(tab_sa.select, sa_model)
                 pickers.append(sa_model)
 
-            with gr.Tab("Denoise", id="denoise"):
+            with gr.Tab("Denoise", id="denoise") as tab_de:
                 gr.Markdown("Corrupt an image, then let each model clean it. PSNR against the clean image: higher is better.")
                 with gr.Row():
                     de_models = picker("Models (the first sets the image size)", [n for n in (dae, vae, ae) if n],
@@ -344,7 +344,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                 de_out = gr.Gallery(label="Denoised", columns=5, height=220, format="png", elem_id="de_out",
                                     object_fit="contain")
                 de_text = gr.Markdown(elem_classes="caption", elem_id="de_text")
-                model_cards(demo, de_models)
+                model_cards(tab_de.select, de_models)
                 pickers.append(de_models)
 
             with gr.Tab("Train", id="train"):
@@ -375,7 +375,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                                           format="png", elem_id="tr_history")
                 tr_timer = gr.Timer(0.5, active=False)
 
-            with gr.Tab("Models", id="models"):
+            with gr.Tab("Models", id="models") as tab_mo:
                 mo_model = picker("Checkpoint", vae, elem_id="mo_model")
                 mo_card = gr.Markdown(elem_id="mo_card")
                 pickers.append(mo_model)
@@ -384,6 +384,8 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         picker_timer = gr.Timer(3.0)
 
         # ---- events ---------------------------------------------------------------------------
+        # Only the first tab computes at page load (the first map must show fast); the others fill in
+        # when opened, and refresh whenever their inputs change.
         map_outputs = [plot_left, plot_right, map_note, umap_timer]
         point_outputs = [index, sel_input, sel_left, sel_right, sel_caption]
         gr.on([demo.load, map_left.change, map_right.change, projection.change], show_maps,
@@ -401,27 +403,27 @@ def build_app(explorer: Explorer) -> gr.Blocks:
 
         rec_btn.click(reconstruct, [rec_models, rec_indices, rec_upload, rec_seed], [rec_grid, rec_table],
                       api_name="reconstruct")
-        gr.on([demo.load, ano_model.change, ano_pct.release], anomalies, [ano_model, ano_pct],
+        gr.on([tab_rec.select, ano_model.change, ano_pct.release], anomalies, [ano_model, ano_pct],
               [ano_hist, ano_grid, ano_text], api_name="anomalies")
 
-        gr.on([demo.load, sl_model.change, sl_index.submit], setup_sliders, [sl_model, sl_index],
+        gr.on([tab_sl.select, sl_model.change, sl_index.submit], setup_sliders, [sl_model, sl_index],
               [*sliders, sl_image, sl_text], api_name="slider_setup")
         gr.on([s.input for s in sliders], decode, [sl_model, sl_index, *sliders], sl_image, api_name="decode",
               trigger_mode="always_last", show_progress="hidden", concurrency_limit=4)
 
         in_inputs = [in_a_model, in_b_model, in_ia, in_ib, in_ua, in_ub, in_mode]
-        gr.on([demo.load, in_a_model.change, in_b_model.change, in_ia.submit, in_ib.submit, in_ua.change,
+        gr.on([tab_in.select, in_a_model.change, in_b_model.change, in_ia.submit, in_ib.submit, in_ua.change,
                in_ub.change, in_mode.change, in_steps.release], interpolate_strip, [*in_inputs, in_steps],
               [in_strip, in_text], api_name="interpolate")
-        gr.on([demo.load, in_t.input, in_a_model.change, in_b_model.change, in_ia.submit, in_ib.submit,
+        gr.on([tab_in.select, in_t.input, in_a_model.change, in_b_model.change, in_ia.submit, in_ib.submit,
                in_ua.change, in_ub.change, in_mode.change], interpolate_at, [*in_inputs, in_t], [in_img_a, in_img_b],
               api_name="interpolate_at", trigger_mode="always_last", show_progress="hidden", concurrency_limit=4)
 
-        gr.on([demo.load, sa_btn.click, sa_model.change], sample, [sa_model, sa_temp, sa_seed], [sa_a, sa_b, sa_text],
+        gr.on([tab_sa.select, sa_btn.click, sa_model.change], sample, [sa_model, sa_temp, sa_seed], [sa_a, sa_b, sa_text],
               api_name="sample")
 
         de_inputs = [de_models, de_index, de_upload, de_kind, de_level, de_seed]
-        gr.on([demo.load, de_models.change, de_index.submit, de_upload.change, de_kind.change, de_level.release,
+        gr.on([tab_de.select, de_models.change, de_index.submit, de_upload.change, de_kind.change, de_level.release,
                de_seed.submit], denoise, de_inputs, [de_clean, de_noisy, de_out, de_text], api_name="denoise")
 
         train_outputs = [tr_status, tr_curves, tr_history]
@@ -433,7 +435,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         tr_timer.tick(train_poll, None, [*train_outputs, tr_timer], api_visibility="private", show_progress="hidden")
         demo.load(train_poll, None, [*train_outputs, tr_timer], api_name="train_status")
 
-        gr.on([demo.load, mo_model.change], user_errors(ex.card), mo_model, mo_card, api_name="model_card")
+        gr.on([tab_mo.select, mo_model.change], user_errors(ex.card), mo_model, mo_card, api_name="model_card")
         picker_timer.tick(refresh_pickers, catalog_version, [catalog_version, *pickers], api_visibility="private",
                           show_progress="hidden")
         gr.Button(visible=False).click(ex.checkpoint_names, None, gr.JSON(visible=False), api_name="checkpoints")

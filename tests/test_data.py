@@ -89,3 +89,15 @@ def test_offline_download_gives_one_clear_error(name, expected, tmp_path, offlin
 def test_unknown_dataset():
     with pytest.raises(DatasetError, match="unknown dataset"):
         load_dataset("imagenet")
+
+
+def test_digits_are_scikit_learns_digits(digits):
+    from sklearn.datasets import load_digits
+
+    ref = load_digits()
+    ours = torch.cat([torch.cat([digits.train_x, digits.test_x]).flatten(1).long(),
+                      torch.cat([digits.train_y, digits.test_y])[:, None]], 1)
+    theirs = np.concatenate([np.round(ref.images.reshape(len(ref.images), -1) * 255.0 / 16.0),
+                             ref.target[:, None]], 1).astype(np.int64)
+    # The same images with the same labels (the split shuffles, so compare as sorted rows).
+    assert sorted(map(tuple, ours.tolist())) == sorted(map(tuple, theirs.tolist()))
