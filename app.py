@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import sys
+import threading
 import traceback
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
@@ -197,9 +198,14 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         text, fig, history, _ = ex.train_status()
         return text, fig, history
 
-    def train_poll():
+    def train_poll(seen):
+        # Every open page polls twice a second: answer "nothing new" without redrawing when nothing is.
+        version = ex.train_version()
+        if version == seen:
+            return gr.skip(), gr.skip(), gr.skip(), seen, gr.Timer(active=ex.jobs.current is not None
+                                                                   and ex.jobs.current.running)
         text, fig, history, running = ex.train_status()
-        return text, fig, history, gr.Timer(active=running)
+        return text, fig, history, version, gr.Timer(active=running)
 
     @user_errors
     def train_cancel():
@@ -281,7 +287,9 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                     sl_index = gr.Number(value=0, precision=0, minimum=0, label="Start from test image", elem_id="sl_index")
                 with gr.Row():
                     with gr.Column(scale=2):
-                        sliders = [gr.Slider(-3, 3, value=0, step=0.001, label=f"z[{i}]", visible=i < 2,
+                        # Wide bounds until the model's ranges arrive, so API calls without a session
+                        # (which keep these bounds) are not refused for a code beyond ±3.
+                        sliders = [gr.Slider(-1000, 1000, value=0, step=0.001, label=f"z[{i}]", visible=i < 2,
                                              elem_id=f"slider_{i}") for i in range(MAX_SLIDERS)]
                     with gr.Column(scale=1):
                         sl_image = gr.Image(label="Decoded", format="png", elem_id="sl_image", height=220)
@@ -374,6 +382,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                     tr_history = gr.Image(label="Fixed test images (top) and their reconstructions after the last epochs",
                                           format="png", elem_id="tr_history")
                 tr_timer = gr.Timer(0.5, active=False)
+                tr_seen = gr.State(None)  # the job version this page last drew
 
             with gr.Tab("Models", id="models") as tab_mo:
                 mo_model = picker("Checkpoint", vae, elem_id="mo_model")
@@ -432,8 +441,10 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                        api_name="train_start", concurrency_limit=1, concurrency_id="train")
         tr_cancel.click(train_cancel, None, [*train_outputs, tr_timer], api_name="train_cancel",
                         concurrency_limit=1, concurrency_id="train")
-        tr_timer.tick(train_poll, None, [*train_outputs, tr_timer], api_visibility="private", show_progress="hidden")
-        demo.load(train_poll, None, [*train_outputs, tr_timer], api_name="train_status")
+        tr_timer.tick(train_poll, tr_seen, [*train_outputs, tr_seen, tr_timer], api_visibility="private",
+                      show_progress="hidden")
+        demo.load(train_poll, tr_seen, [*train_outputs, tr_seen, tr_timer], api_visibility="private")
+        gr.Button(visible=False).click(train_status, None, train_outputs, api_name="train_status")
 
         gr.on([tab_mo.select, mo_model.change], user_errors(ex.card), mo_model, mo_card, api_name="model_card")
         picker_timer.tick(refresh_pickers, catalog_version, [catalog_version, *pickers], api_visibility="private",
@@ -486,7 +497,8 @@ def main(argv=None) -> None:
             sys.exit("--auth must look like user:password")
         launch(demo, args.host, args.port, args.share, auth=auth, prevent_thread_lock=True)
         if not args.no_umap_warmup:
-            explorer.umap.warm_up()
+            # After the first page has had the CPU: compiling UMAP takes about a minute of it.
+            threading.Timer(10.0, explorer.umap.warm_up).start()
         print(f"vae-explorer is serving on http://{args.host}:{args.port}", flush=True)
         demo.block_thread()
     finally:

@@ -1,7 +1,12 @@
 """Shared fixtures: the built-in digits, the repo's MNIST copy, small trained models."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# gradio_client's huggingface_hub would look huggingface.co up when a Client is made: the tests run offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import pytest
 import torch

@@ -102,7 +102,7 @@ def test_training_through_the_server(client, app_server):
     deadline = time.time() + 90
     while time.time() < deadline and explorer.jobs.current.running:
         time.sleep(0.3)
-    status, curves, history, _timer = client.predict(api_name="/train_status")
+    status, curves, history = client.predict(api_name="/train_status")
     assert "finished" in status and is_plot(curves) and is_png(history)
     assert "served_ae" in client.predict(api_name="/checkpoints")
     assert "served_ae" in client.predict("served_ae", api_name="/model_card")

@@ -135,7 +135,8 @@ class Catalog:
         if path.resolve().parent != self.root:
             raise CatalogError(f"{name}: outside the checkpoints folder")
         if not path.is_file():
-            raise CatalogError(f"no checkpoint named {name!r} in {self.root}")
+            # The message reaches browsers: name the folder's role, not the server's path.
+            raise CatalogError(f"no checkpoint named {name!r} in the checkpoints folder")
         return path
 
     def metadata(self, name: str) -> dict:

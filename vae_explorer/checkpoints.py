@@ -62,6 +62,8 @@ def save_checkpoint(path, model: Autoencoder, meta: dict, train_state: dict[str,
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed mid-save
+        stale.unlink(missing_ok=True)
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
         os.fsync(dir_fd)
@@ -89,9 +91,20 @@ def read_metadata(path) -> dict:
         meta = json.loads(raw)
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: corrupt metadata ({e})") from None
-    if meta.get("model") not in MODELS:
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: corrupt metadata (the metadata is not a JSON object)")
+    if not isinstance(meta.get("model"), str) or meta["model"] not in MODELS:  # a list would not even hash
         raise CheckpointError(f"{path}: unknown model {meta.get('model')!r}")
     return meta
+
+
+def _tensor_shapes(path: Path, prefix: str) -> dict[str, tuple[int, ...]]:
+    """Names and shapes from the header alone: no tensor is read."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k[len(prefix):]: tuple(f.get_slice(k).get_shape()) for k in f.keys() if k.startswith(prefix)}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: tensors could not be read ({e})") from None
 
 
 def _read_tensors(path: Path, prefix: str) -> dict[str, torch.Tensor]:
@@ -109,9 +122,20 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[Autoencod
     cls, preset = MODELS[meta["model"]]
     try:
         config = type(preset).from_dict(meta["config"])
-        model = build_model(meta["model"], config)
-    except (TypeError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{path}: invalid model config ({e})") from None
+        # Shapes first, on the meta device: a header claiming a huge model must not allocate it.
+        with torch.device("meta"):
+            skeleton = build_model(meta["model"], config)
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, OverflowError) as e:
+        raise CheckpointError(f"{path}: invalid model config ({' '.join(str(e).split())[:200]})") from None
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    found = _tensor_shapes(path, "model.")
+    if found != expected:
+        wrong = [k for k in expected if k in found and found[k] != expected[k]]
+        detail = (f"{wrong[0]} is {list(found[wrong[0]])} in the file, {list(expected[wrong[0]])} in the model"
+                  if wrong else f"missing {sorted(set(expected) - set(found))[:3]}, "
+                                f"unexpected {sorted(set(found) - set(expected))[:3]}")
+        raise CheckpointError(f"{path}: weights do not fit a {meta['model']} with this config: {detail}")
+    model = build_model(meta["model"], config)  # now bounded by the tensors the file really holds
     state = _read_tensors(path, "model.")
     try:
         model.load_state_dict(state, strict=True)

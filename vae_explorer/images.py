@@ -18,7 +18,12 @@ def pil_to_uint8(im: Image.Image, shape: tuple[int, int, int]) -> torch.Tensor:
     im = ImageOps.exif_transpose(im)
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         a = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if im.mode.startswith("I") and a.max() > 255 else max(a.max(), 1.0)
+        if im.mode.startswith("I;16"):
+            hi = 65535.0  # the format's range, not the picture's brightest pixel: a dark 16-bit image stays dark
+        elif im.mode == "I":
+            hi = 65535.0 if a.max() > 255 else 255.0  # 32-bit ints hold 16-bit (some PNG readers) or 8-bit data
+        else:  # "F": [0, 1] floats, or an unknown range scaled to its maximum
+            hi = max(a.max(), 1.0)
         im = Image.fromarray(np.clip(a / hi * 255.0, 0, 255).astype(np.uint8), "L")
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         rgba = im.convert("RGBA")
@@ -41,12 +46,20 @@ def to_pil(x: torch.Tensor, scale: int = 1) -> Image.Image:
 
 
 def image_grid(x: torch.Tensor, nrow: int, padding: int = 1, scale: int = 1) -> Image.Image:
-    """(N, C, H, W) float in [0, 1] -> one PIL image with `nrow` images per row."""
-    from torchvision.utils import make_grid
+    """(N, C, H, W) float in [0, 1] -> one PIL image with `nrow` images per row on a grey frame.
 
-    grid = make_grid(x.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=padding, pad_value=0.5)
-    if x.shape[1] == 1:
-        grid = grid[:1]
+    Copied into place here rather than by torchvision's make_grid: the explorer then never imports
+    torchvision, which costs seconds at start-up.
+    """
+    x = x.detach().float().clamp(0, 1).cpu()
+    n, c, h, w = x.shape
+    ncol = max(1, min(nrow, n))
+    rows = max(1, -(-n // ncol))
+    grid = torch.full((c, rows * (h + padding) + padding, ncol * (w + padding) + padding), 0.5)
+    for i in range(n):
+        r, col = divmod(i, ncol)
+        top, left = padding + r * (h + padding), padding + col * (w + padding)
+        grid[:, top:top + h, left:left + w] = x[i]
     return to_pil(grid, scale)
 
 

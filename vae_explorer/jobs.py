@@ -33,6 +33,8 @@ from .catalog import NAME_PATTERN
 from .checkpoints import SUFFIX
 
 MAX_EPOCHS = 1000
+MAX_CURVE_POINTS = 600
+STEP_EVENT_INTERVAL = 0.25  # seconds between progress lines from the worker (epoch lines always go)
 
 
 class JobError(ValueError):
@@ -125,6 +127,7 @@ class Job:
     recons: list[np.ndarray] = field(default_factory=list)  # per epoch, like `fixed`
     progress: dict = field(default_factory=dict)  # the latest event's epoch/step/images_per_s/elapsed
     finished: float | None = None
+    version: int = 0  # bumped by every event: a poll that sees the same version has nothing new to draw
     _process: subprocess.Popen | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -150,11 +153,14 @@ class Job:
                                                        "images_per_s", "elapsed")}
                 x = event["epoch"] - 1 + event["step"] / max(event["steps_per_epoch"], 1)
                 self.steps.append({"x": x, "train": event["train"]})
+                if len(self.steps) > MAX_CURVE_POINTS:  # thin out: every poll redraws all points
+                    self.steps = self.steps[::2]
                 if kind == "epoch":
                     self.epochs.append({"epoch": event["epoch"], "train": event["train"], "test": event["test"],
                                         "images_per_s": event["images_per_s"]})
                     self.recons.append(np.asarray(event["recon"], dtype=np.uint8))
-            elif kind == "done":
+            self.version += 1
+            if kind == "done":
                 self.status = "cancelled" if event.get("stopped") else "finished"
                 self.message = event.get("message", "")
             elif kind == "error":
@@ -167,7 +173,7 @@ class Job:
                     "steps": list(self.steps), "epochs": list(self.epochs), "fixed": self.fixed,
                     "recons": list(self.recons), "progress": dict(self.progress), "name": self.spec.name,
                     "spec": asdict(self.spec), "eta": self.eta_seconds(), "started": self.started,
-                    "checkpoint_exists": self.checkpoint.is_file()}
+                    "checkpoint_exists": self.checkpoint.is_file(), "version": self.version}
 
 
 class JobBusy(JobError):
@@ -218,6 +224,7 @@ class TrainingJobs:
         code = proc.wait()
         with job._lock:
             job.finished = time.time()
+            job.version += 1
             if job.status in ("starting", "running"):
                 if job.status == "starting" and code in (-signal.SIGTERM, -signal.SIGKILL):
                     job.status, job.message = "cancelled", "cancelled before the first step"
@@ -248,6 +255,7 @@ class TrainingJobs:
         while job.running and time.time() < deadline:  # let the reader fold in the last lines
             time.sleep(0.01)
         with job._lock:
+            job.version += 1
             if job.running:
                 job.status = "cancelled"
             if job.status == "cancelled":
@@ -281,6 +289,10 @@ def _worker(args: dict) -> int:
     spec = TrainSpec(**{k: v for k, v in args.items() if k in {f.name for f in fields(TrainSpec)}})
     torch.set_num_threads(spec.threads)
     try:
+        os.nice(10)  # the page's requests come first: a slider must not wait for a training step
+    except OSError:
+        pass
+    try:
         data = load_dataset(spec.dataset, spec.data_root)
         model = build_model(spec.model, model_config(spec.model, input_shape=data.input_shape, **spec.model_overrides()))
         device = resolve_device(spec.device)
@@ -291,7 +303,13 @@ def _worker(args: dict) -> int:
         label = str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
         _emit({"kind": "start", "device": label, "fixed": data.test_x[: config.history_images].tolist()})
 
+        last = [0.0]
+
         def callback(e):
+            now = time.perf_counter()
+            if e.kind == "step" and now - last[0] < STEP_EVENT_INTERVAL:
+                return  # small datasets report many steps a second: the page needs a few
+            last[0] = now
             event = {k: getattr(e, k) for k in ("kind", "epoch", "epochs", "step", "steps_per_epoch",
                                                  "images_per_s", "elapsed", "train", "test")}
             if e.recon is not None:

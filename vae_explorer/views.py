@@ -414,6 +414,11 @@ class Explorer:
             return "No training has been started."
         return f"**{job.spec.name}**: {job.message or job.status}"
 
+    def train_version(self) -> tuple:
+        """Changes whenever the training job has something new to show (cheap: for polling)."""
+        job = self.jobs.current
+        return () if job is None else (job.started, job.version, job.status)
+
     def train_status(self) -> tuple[str, object, Image.Image | None, bool]:
         """(progress Markdown, loss-curve figure, reconstruction history, still running)."""
         job = self.jobs.current
