@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from vae_explorer.images import MAX_UPLOAD_BYTES  # noqa: E402
 from vae_explorer.jobs import TrainSpec  # noqa: E402
-from vae_explorer.models import LIKELIHOODS, MODELS  # noqa: E402
+from vae_explorer.models import LIKELIHOODS, MODELS, VQVAE  # noqa: E402
 from vae_explorer.noise import NOISE_KINDS  # noqa: E402
 from vae_explorer.projections import PROJECTIONS  # noqa: E402
 from vae_explorer.views import MAX_SLIDERS, Explorer, ViewError  # noqa: E402
@@ -125,7 +125,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         sel = None if index is None else int(index)
         a = ex.latent_map(left, projection, sel)
         b = ex.latent_map(right, projection, sel)
-        note = f"**Left:** {a.note}  \n**Right:** {b.note}"
+        note = a.note if a.note == b.note else f"**Left:** {a.note}  \n**Right:** {b.note}"
         return a.figure, b.figure, note, gr.Timer(active=a.pending or b.pending)
 
     @user_errors
@@ -179,7 +179,12 @@ def build_app(explorer: Explorer) -> gr.Blocks:
 
     @user_errors
     def sample(name, temperature, seed):
-        return ex.sample(name, temperature, seed)
+        a, b, text = ex.sample(name, temperature, seed)
+        if isinstance(ex.load(name).model, VQVAE):
+            labels = ("Codes drawn by how often training images use them", "Codes drawn uniformly")
+        else:
+            labels = ("z ~ N(0, T²·I), the prior", "z ~ a Gaussian fitted to the model's codes")
+        return gr.Image(a, label=labels[0]), gr.Image(b, label=labels[1]), text
 
     @user_errors
     def denoise(chosen, index, upload, kind, level, seed):
@@ -191,7 +196,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         message = ex.train_start(model=model, dataset=dataset, latent_dim=latent_dim, beta=beta,
                                  likelihood=likelihood, noise_std=noise, epochs=epochs, lr=lr,
                                  batch_size=batch_size, device=device, name=name or "")
-        gr.Info(message)
+        gr.Info(message.replace("**", ""))  # toasts show plain text
         return (*train_status(), gr.Timer(active=True))
 
     def train_status():
@@ -209,8 +214,8 @@ def build_app(explorer: Explorer) -> gr.Blocks:
 
     @user_errors
     def train_cancel():
-        message = ex.train_cancel()
-        return (message, *train_status()[1:], gr.Timer(active=False))
+        ex.train_cancel()  # its message is part of the status below
+        return (*train_status(), gr.Timer(active=False))
 
     def refresh_pickers(seen):
         version = ex.catalog.version()
@@ -237,7 +242,8 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                 map_note = gr.Markdown(elem_classes="caption")
                 with gr.Row():
                     index = gr.Number(value=0, precision=0, minimum=0, label="Selected test image (index)",
-                                      info="Click a point on either map, or type an index.", elem_id="map_index")
+                                      info="Click a point on either map, or type an index and press Enter.",
+                                      elem_id="map_index")
                     random_btn = gr.Button("Random image", scale=0)
                 with gr.Row():
                     sel_input = gr.Image(label="Input", format="png", elem_id="sel_input", height=160)
@@ -273,8 +279,9 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                     ano_model = picker("Model", ae, elem_id="ano_model")
                     ano_pct = gr.Slider(50, 99.9, value=95, step=0.1, label="Threshold (percentile of test errors)")
                 ano_hist = gr.Plot(show_label=False, elem_id="ano_hist")
-                ano_grid = gr.Image(label="The worst-reconstructed test images (top: input, bottom: reconstruction)",
-                                    format="png", elem_id="ano_grid")
+                gr.Markdown("The worst-reconstructed test images: inputs on top, reconstructions below.",
+                            elem_classes="caption")
+                ano_grid = gr.Image(show_label=False, format="png", elem_id="ano_grid")
                 ano_text = gr.Markdown(elem_classes="caption")
                 model_cards(tab_rec.select, rec_models, ano_model)
                 pickers += [rec_models, ano_model]
@@ -349,7 +356,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                 with gr.Row():
                     de_clean = gr.Image(label="Clean (at the model's input size)", format="png", elem_id="de_clean", height=160)
                     de_noisy = gr.Image(label="Noisy", format="png", elem_id="de_noisy", height=160)
-                de_out = gr.Gallery(label="Denoised", columns=5, height=220, format="png", elem_id="de_out",
+                de_out = gr.Gallery(label="Denoised", columns=4, height="auto", format="png", elem_id="de_out",
                                     object_fit="contain")
                 de_text = gr.Markdown(elem_classes="caption", elem_id="de_text")
                 model_cards(tab_de.select, de_models)
@@ -379,8 +386,10 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                 tr_status = gr.Markdown(elem_id="tr_status")
                 with gr.Row():
                     tr_curves = gr.Plot(show_label=False, elem_id="tr_curves")
-                    tr_history = gr.Image(label="Fixed test images (top) and their reconstructions after the last epochs",
-                                          format="png", elem_id="tr_history")
+                    with gr.Column():
+                        gr.Markdown("Fixed test images (top row) and their reconstructions after each of the "
+                                    "last epochs (one row per epoch, newest at the bottom).", elem_classes="caption")
+                        tr_history = gr.Image(show_label=False, format="png", elem_id="tr_history")
                 tr_timer = gr.Timer(0.5, active=False)
                 tr_seen = gr.State(None)  # the job version this page last drew
 
@@ -401,8 +410,10 @@ def build_app(explorer: Explorer) -> gr.Blocks:
               [map_left, map_right, projection, index], map_outputs, api_name="latent_map")
         umap_timer.tick(show_maps, [map_left, map_right, projection, index], map_outputs, api_visibility="private",
                         show_progress="hidden")
-        gr.on([demo.load, index.submit, map_left.change, map_right.change], select_point,
+        gr.on([demo.load, map_left.change, map_right.change], select_point,
               [map_left, map_right, index], point_outputs, api_name="select_point")
+        index.submit(pick_point, [map_left, map_right, index, projection], point_outputs + map_outputs,
+                     api_visibility="private")
         pick_btn.click(pick_point, [map_left, map_right, index, projection], point_outputs + map_outputs,
                        js="(l, r, i, p) => [l, r, (window.__vaePick ?? i), p]", api_visibility="private")
         random_btn.click(random_point, [map_left, map_right, projection], point_outputs + map_outputs,

@@ -66,7 +66,7 @@ def loss_curves(steps: list[dict], epochs: list[dict], title: str = "Loss per te
                                      line=dict(color=colour, dash="dot")))
     values = [y for tr in fig.data for y in tr.y]
     if values and min(values) > 0:
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(type="log", dtick=1)  # a label per power of ten: readable at a glance
     fig.update_xaxes(title_text="epoch")
     return _layout(fig, title, 360)
 

@@ -1,0 +1,350 @@
+"""The page in a real, offline Chromium: every view driven as a person would, with mouse clicks,
+slider drags, uploads and buttons. Every request that does not go to the app's own server is
+aborted and recorded, so passing proves the page needs nothing from the internet.
+
+    python -m pytest tests/test_browser.py -q       # screenshots land in artifacts/screenshots/
+
+The tests share one page (loading it costs seconds on a small machine) and run in file order,
+but each one opens its own tab first, so any one of them can also run alone.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
+if CHROMIUM is None:
+    pytest.skip("no Chromium at /usr/bin/chromium or on PATH (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+expect = sync_api.expect
+
+REPO = Path(__file__).resolve().parent.parent
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+PAGE_TIMEOUT_MS = 30_000  # the first call of each view loads a checkpoint and encodes its test set
+
+# Page-side helpers; `#<id> .js-plotly-plot` is the plotly graph div inside a gr.Plot.
+JS_PLOT_READY = """id => { const gd = document.querySelector(`#${id} .js-plotly-plot`);
+    return !!(gd && gd._fullLayout && gd._fullData && gd._fullData.length > 0 && gd._fullData[0].x
+              && gd._fullData[0].x.length > 0); }"""
+
+# The most isolated point of the left map (not the selected-point ring, not index `avoid`), in
+# viewport pixels, computed from the plot's own axes: Scattergl draws in WebGL, so there is no
+# svg element to click. Isolated, so that the click cannot land on a neighbour.
+JS_ISOLATED_POINT = """([id, avoid]) => {
+    const gd = document.querySelector(`#${id} .js-plotly-plot`);
+    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
+    const pts = [];
+    gd._fullData.forEach(tr => {
+        if (tr.name === "selected") return;
+        for (let k = 0; k < tr.x.length; k++) {
+            const px = xa._offset + xa.l2p(tr.x[k]), py = ya._offset + ya.l2p(tr.y[k]);
+            if (px < xa._offset + 10 || px > xa._offset + xa._length - 10) continue;
+            if (py < ya._offset + 10 || py > ya._offset + ya._length - 10) continue;
+            pts.push({px, py, index: Number(tr.customdata[k])});
+        }
+    });
+    let best = null, bestGap = -1;
+    for (const p of pts) {
+        if (p.index === avoid) continue;
+        let gap = Infinity;
+        for (const q of pts) if (q !== p) gap = Math.min(gap, Math.hypot(p.px - q.px, p.py - q.py));
+        if (gap > bestGap) { bestGap = gap; best = p; }
+    }
+    return {x: box.left + best.px, y: box.top + best.py, index: best.index, gap: bestGap, n: pts.length};
+}"""
+
+# The test-image index each map rings as selected (null: no ring).
+JS_RINGS = """() => ['left', 'right'].map(s => {
+    const gd = document.querySelector(`#map_${s} .js-plotly-plot`);
+    const sel = gd && gd._fullData.find(t => t.name === 'selected');
+    return sel ? Number(sel.customdata[0]) : null; })"""
+
+JS_CURVE_POINTS = """() => { const gd = document.querySelector('#tr_curves .js-plotly-plot');
+    if (!gd || !gd._fullData || !gd._fullData.length) return 0;
+    return Math.max(...gd._fullData.map(tr => (tr.x ? tr.x.length : 0))); }"""
+
+
+@dataclass
+class UI:
+    page: object  # playwright Page
+    explorer: object  # the served app's Explorer (its training jobs)
+    external_requests: list[str] = field(default_factory=list)  # aborted: not 127.0.0.1 / localhost
+    page_errors: list[str] = field(default_factory=list)  # uncaught exceptions in the page's scripts
+
+
+@pytest.fixture(scope="module")
+def ui(app_server):
+    """One Chromium page on the app, with every non-local request aborted and recorded."""
+    url, explorer = app_server
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        state = UI(page, explorer)
+
+        def route(r):
+            if urlsplit(r.request.url).hostname in LOCAL_HOSTS:
+                r.continue_()
+            else:
+                state.external_requests.append(r.request.url)
+                r.abort()
+
+        page.set_default_timeout(PAGE_TIMEOUT_MS)
+        page.route("**/*", route)
+        page.on("pageerror", lambda e: state.page_errors.append(str(e)))
+        page.goto(url)
+        page.wait_for_function(JS_PLOT_READY, arg="map_left", timeout=60_000)
+        yield state
+        browser.close()
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+    expect(page.get_by_role("tab", name=name, exact=True)).to_have_attribute("aria-selected", "true")
+
+
+def img_src(page, elem_id: str) -> str | None:
+    return page.evaluate("id => { const i = document.querySelector(`#${id} img`); return i ? i.src : null; }", elem_id)
+
+
+def wait_img(page, elem_id: str, other_than: str | None = None) -> str:
+    """Wait until #elem_id shows a loaded image (a different one from `other_than`); its src."""
+    page.wait_for_function(
+        """([id, old]) => { const i = document.querySelector(`#${id} img`);
+            return !!(i && i.src && i.src !== old && i.complete && i.naturalWidth > 0); }""",
+        arg=[elem_id, other_than])
+    return img_src(page, elem_id)
+
+
+def set_range(page, elem_id: str, value: float) -> None:
+    """Move a slider as a drag does: set the range input's value and fire `input`."""
+    page.locator(f"#{elem_id} input[type=range]").evaluate(
+        "(el, v) => { el.value = String(v); el.dispatchEvent(new Event('input', {bubbles: true})); }", value)
+
+
+def screenshot(page, view: str) -> None:
+    page.screenshot(path=str(SCREENSHOTS / f"{view}.png"), full_page=True)
+
+
+def assert_clean(ui: UI) -> None:
+    """No error toast on the page and no uncaught script error."""
+    assert not ui.page_errors, ui.page_errors
+    toasts = ui.page.locator(".toast-body.error")
+    assert toasts.count() == 0, toasts.all_inner_texts()
+
+
+# ---- the views ---------------------------------------------------------------------------------
+
+def test_latent_maps_render(ui):
+    page = ui.page
+    open_tab(page, "Latent map")
+    page.wait_for_function(JS_PLOT_READY, arg="map_right")
+    for side in ("left", "right"):
+        summary = page.evaluate("""id => { const gd = document.querySelector(`#${id} .js-plotly-plot`);
+            return {points: gd._fullData.filter(t => t.name !== 'selected').reduce((n, t) => n + t.x.length, 0),
+                    title: gd._fullLayout.title.text}; }""", f"map_{side}")
+        assert summary["points"] > 100, summary  # the digits test set, one point per image
+    # Titles name the model: digits_ae left, digits_vae right by default.
+    assert "digits_ae" in page.evaluate("() => document.querySelector('#map_left .js-plotly-plot')._fullLayout.title.text")
+    assert "digits_vae" in page.evaluate("() => document.querySelector('#map_right .js-plotly-plot')._fullLayout.title.text")
+    wait_img(page, "sel_input")
+    wait_img(page, "manifold_left")
+    wait_img(page, "manifold_right")
+    screenshot(page, "latent_map")
+    assert_clean(ui)
+
+
+def test_click_on_map_selects_the_point(ui):
+    page = ui.page
+    open_tab(page, "Latent map")
+    page.wait_for_function(JS_PLOT_READY, arg="map_left")
+    index_box = page.locator("#map_index input")
+    before = {k: wait_img(page, k) for k in ("sel_input", "sel_left", "sel_right")}
+    start_index = int(index_box.input_value())
+    page.locator("#map_left").scroll_into_view_if_needed()
+    target = page.evaluate(JS_ISOLATED_POINT, ["map_left", start_index])
+    assert target["gap"] > 3, target  # a point with room around it exists
+    page.mouse.move(target["x"], target["y"])  # plotly picks from the hover state
+    page.mouse.click(target["x"], target["y"])
+    expect(index_box).to_have_value(str(target["index"]))
+    for k, old in before.items():
+        wait_img(page, k, other_than=old)
+    expect(page.locator("#sel_caption")).to_contain_text(f"Test image {target['index']}")
+    # Both maps re-draw with a ring around the picked point.
+    page.wait_for_function(f"i => ({JS_RINGS})().every(r => r === i)", arg=target["index"])
+    screenshot(page, "latent_map_clicked")
+    assert_clean(ui)
+
+
+def test_typed_index_moves_the_ring_on_the_maps(ui):
+    page = ui.page
+    open_tab(page, "Latent map")
+    box = page.locator("#map_index input")
+    wanted = 42 if box.input_value() != "42" else 43
+    box.fill(str(wanted))
+    box.press("Enter")
+    expect(page.locator("#sel_caption")).to_contain_text(f"Test image {wanted}")  # this part works
+    page.wait_for_function(f"() => ({JS_RINGS})().every(i => i === {wanted})", timeout=5_000)
+
+
+def test_reconstruct_chosen_images(ui):
+    page = ui.page
+    open_tab(page, "Reconstruct")
+    page.wait_for_function(JS_PLOT_READY, arg="ano_hist")  # the anomaly histogram, drawn at load
+    wait_img(page, "ano_grid")
+    before = img_src(page, "rec_grid")
+    page.locator("#rec_indices textarea").fill("0, 5, 10-13")
+    page.locator("#rec_button").click()
+    wait_img(page, "rec_grid", other_than=before)
+    size = page.evaluate("() => { const i = document.querySelector('#rec_grid img'); return [i.naturalWidth, i.naturalHeight]; }")
+    assert size[0] > size[1], size  # 6 images across; the inputs and 3 models' rows down
+    expect(page.get_by_text("test images 0, 5, 10, 11, 12, 13")).to_be_visible()
+    screenshot(page, "reconstruct")
+    assert_clean(ui)
+
+
+def test_latent_slider_redecodes(ui):
+    page = ui.page
+    open_tab(page, "Latent sliders")
+    before = wait_img(page, "sl_image")
+    slider = page.locator("#slider_0 input[type=range]")
+    expect(slider).to_be_visible()
+    high = float(slider.get_attribute("max"))
+    set_range(page, "slider_0", high)
+    after = wait_img(page, "sl_image", other_than=before)
+    assert after != before
+    expect(page.locator("#slider_0 input[type=number]")).to_have_value(str(slider.input_value()))
+    screenshot(page, "latent_sliders")
+    assert_clean(ui)
+
+
+def test_interpolation_slider_moves_both_models(ui):
+    page = ui.page
+    open_tab(page, "Interpolate")
+    wait_img(page, "in_strip")
+    before = {k: wait_img(page, k) for k in ("in_img_a", "in_img_b")}
+    set_range(page, "in_t", 0.95)
+    for k, old in before.items():
+        wait_img(page, k, other_than=old)
+    screenshot(page, "interpolate")
+    assert_clean(ui)
+
+
+def test_sample_button_draws_a_new_grid(ui):
+    page = ui.page
+    open_tab(page, "Sample")
+    before = {k: wait_img(page, k) for k in ("sa_a", "sa_b")}
+    seed = page.get_by_label("Seed", exact=True)
+    seed.fill("7")  # the same seed would draw the same grid
+    page.locator("#sa_button").click()
+    for k, old in before.items():
+        wait_img(page, k, other_than=old)
+    size = page.evaluate("() => { const i = document.querySelector('#sa_a img'); return [i.naturalWidth, i.naturalHeight]; }")
+    assert size[0] == size[1] and size[0] >= 7 * 8, size  # a square 7×7 grid of 8×8 digits, upscaled
+    screenshot(page, "sample")
+    assert_clean(ui)
+
+
+def test_denoise_an_uploaded_image(ui, tmp_path):
+    from PIL import Image, ImageDraw
+
+    page = ui.page
+    open_tab(page, "Denoise")
+    text = page.locator("#de_text")
+    expect(text).to_contain_text("dB")  # test image 0, drawn at load
+    before = wait_img(page, "de_clean")
+    path = tmp_path / "stroke.png"
+    im = Image.new("RGB", (64, 64), "black")
+    ImageDraw.Draw(im).line([(20, 10), (44, 10), (26, 54)], fill="white", width=7)  # a "7"
+    im.save(path)
+    page.locator("#de_upload input[type=file]").set_input_files(str(path))
+    expect(text).to_contain_text("PNG 64×64 RGB")  # the upload's own note, not test image 0's
+    expect(text).to_contain_text(re.compile(r"\d+\.\d dB"))
+    wait_img(page, "de_clean", other_than=before)
+    gallery = page.locator("#de_out")
+    expect(gallery).to_contain_text(re.compile(r"digits_denoising_ae: \d+\.\d dB"))
+    expect(gallery.locator("img").first).to_be_visible()
+    screenshot(page, "denoise")
+    assert_clean(ui)
+
+
+def test_denoise_captions_are_in_view(ui):
+    page = ui.page
+    open_tab(page, "Denoise")
+    page.wait_for_function("() => document.querySelectorAll('#de_out .caption-label').length >= 2")
+    clipped = page.evaluate("""() => { const g = document.querySelector('#de_out').getBoundingClientRect();
+        return [...document.querySelectorAll('#de_out .caption-label')].filter(c => {
+            const r = c.getBoundingClientRect(); return r.bottom > g.bottom || r.top < g.top; })
+            .map(c => c.textContent); }""")
+    assert clipped == [], f"captions outside the gallery's box: {clipped}"
+
+
+def test_train_shows_progress_and_cancels(ui):
+    page = ui.page
+    jobs = ui.explorer.jobs
+    open_tab(page, "Train")
+    status = page.locator("#tr_status")
+    expect(page.locator("#tr_model input")).to_have_value("vae")  # the default
+    page.locator("#tr_latent input").fill("2")
+    page.locator("#tr_epochs input").fill("1000")  # far more than the test waits for: still running
+    page.locator("#tr_name textarea").fill(f"browser_test_{int(time.time())}")
+    page.locator("#tr_start").click()
+    try:
+        expect(status).to_contain_text("status running", timeout=20_000)
+        page.wait_for_function(f"() => ({JS_CURVE_POINTS})() >= 2", timeout=20_000)
+        first = page.evaluate(JS_CURVE_POINTS)
+        page.wait_for_function(f"n => ({JS_CURVE_POINTS})() > n", arg=first, timeout=10_000)
+        grown = page.evaluate(JS_CURVE_POINTS)
+        assert grown > first
+        expect(status).to_contain_text("images/s")
+        expect(status).to_contain_text("on cpu")
+        assert jobs.current is not None and jobs.current.status == "running"
+        screenshot(page, "train_running")
+
+        page.locator("#tr_cancel").click()
+        t0 = time.perf_counter()
+        # wait_for_function polls every frame; expect() backs off to 1 s polls, too coarse to time this.
+        page.wait_for_function("() => document.querySelector('#tr_status').innerText.includes('cancelled')",
+                               timeout=2_000)
+        took = time.perf_counter() - t0
+        assert jobs.current.status == "cancelled"
+        print(f"cancel -> 'cancelled' on the page in {took:.2f} s")
+        # The curve stops growing once cancelled.
+        stopped = page.evaluate(JS_CURVE_POINTS)
+        page.wait_for_timeout(1200)
+        assert page.evaluate(JS_CURVE_POINTS) == stopped
+        screenshot(page, "train_cancelled")
+    finally:
+        jobs.close()  # never leave a worker process behind a failed assertion
+    assert_clean(ui)
+
+
+def test_models_tab_shows_a_card(ui):
+    page = ui.page
+    open_tab(page, "Models")
+    card = page.locator("#mo_card")
+    expect(card.locator("h3").first).to_have_text("digits_vae")  # the default checkpoint
+    expect(card).to_contain_text("Variational autoencoder")
+    screenshot(page, "models")
+    # The picker lists every checkpoint on the server (a run the Train test cancelled included: its
+    # last epoch was saved, and the pickers refresh every 3 s), and choosing one shows its card.
+    page.locator("#mo_model input").click()
+    for name in ui.explorer.checkpoint_names():
+        expect(page.get_by_role("option", name=name, exact=True)).to_be_attached(timeout=8_000)
+    page.get_by_role("option", name="digits_vq_vae", exact=True).click()
+    expect(card.locator("h3").first).to_have_text("digits_vq_vae")
+    assert_clean(ui)
+
+
+def test_page_made_no_outside_requests(ui):
+    """Last: after every view has run, nothing was fetched from (or attempted to) the internet."""
+    assert ui.external_requests == []
