@@ -179,12 +179,15 @@ def build_app(explorer: Explorer) -> gr.Blocks:
 
     @user_errors
     def sample(name, temperature, seed):
-        a, b, text = ex.sample(name, temperature, seed)
+        return ex.sample(name, temperature, seed)
+
+    @user_errors
+    def sample_labels(name):
         if isinstance(ex.load(name).model, VQVAE):
             labels = ("Codes drawn by how often training images use them", "Codes drawn uniformly")
         else:
             labels = ("z ~ N(0, T²·I), the prior", "z ~ a Gaussian fitted to the model's codes")
-        return gr.Image(a, label=labels[0]), gr.Image(b, label=labels[1]), text
+        return gr.Image(label=labels[0]), gr.Image(label=labels[1])
 
     @user_errors
     def denoise(chosen, index, upload, kind, level, seed):
@@ -439,6 +442,8 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                in_ua.change, in_ub.change, in_mode.change], interpolate_at, [*in_inputs, in_t], [in_img_a, in_img_b],
               api_name="interpolate_at", trigger_mode="always_last", show_progress="hidden", concurrency_limit=4)
 
+        gr.on([tab_sa.select, sa_model.change], sample_labels, sa_model, [sa_a, sa_b], api_visibility="private",
+              show_progress="hidden")
         gr.on([tab_sa.select, sa_btn.click, sa_model.change], sample, [sa_model, sa_temp, sa_seed], [sa_a, sa_b, sa_text],
               api_name="sample")
 

@@ -102,7 +102,8 @@ def test_the_job_is_server_wide_another_session_sees_and_cancels_it(app_server, 
     _wait_for(lambda: len(ex.jobs.current.epochs) >= 1)  # let an epoch land, so the cancel keeps something
 
     message = other.predict(api_name="/train_cancel")[0]
-    assert message.startswith("**shared_run**: cancelled; the checkpoint keeps epoch ")
+    assert message.startswith("**shared_run**:") and "status **cancelled**" in message
+    assert "cancelled; the checkpoint keeps epoch " in message
     job = ex.jobs.current
     assert job.status == "cancelled"
     _wait_for(lambda: job._process.poll() is not None, timeout=15)  # the worker exits after its last step
