@@ -12,10 +12,10 @@ the page's 2 s timer, but every 50 ms) or `warm_up`:
   cached_disk          a new projector reading the .umap.npy the first fit wrote
   cached_memory        the same projector asked again
   big_warm_up_5000     a fresh worker warmed with 5,000 random points (UMAP's NNDescent path, used from
-                       4,096 points on, which the app's 300-point warm-up does not compile), then the fit
+                       4,096 points on; the app's warm-up fits 300 and then 5,000 points), then the fit
 
 and, in this process after one compiling fit, the warm fit time of other UMAP
-settings (n_epochs=200, init="pca"), to see what a faster fit would take.
+settings, to compare with the app's (projections.UMAP_SETTINGS).
 
 Then (skip with --no-server) the app itself: decode latency through raw HTTP
 while the server's UMAP worker fits the same codes after a `latent_map` request
