@@ -24,7 +24,6 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
 from vae_explorer.images import MAX_UPLOAD_BYTES  # noqa: E402
-from vae_explorer.jobs import TrainSpec  # noqa: E402
 from vae_explorer.models import LIKELIHOODS, MODELS, VQVAE  # noqa: E402
 from vae_explorer.noise import NOISE_KINDS  # noqa: E402
 from vae_explorer.projections import PROJECTIONS  # noqa: E402

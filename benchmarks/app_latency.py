@@ -474,6 +474,15 @@ def print_table(rows: list[tuple], goal=(50.0, 100.0)) -> None:
           "train+tab: and train_status is polled every 0.5 s, as by an open Train tab)")
 
 
+
+def finish(result: dict, out: str) -> None:
+    """Write a benchmark's results (also after a failure) and stop every process it started."""
+    result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    _run_cleanups()
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -570,11 +579,7 @@ def main(argv=None) -> int:
               f"after the training runs ({os.cpu_count()} CPUs)")
         print("goal (p50 <= 50 ms, p95 <= 100 ms, no errors):", "met" if result["goal_met"] else "MISSED")
     finally:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out}")
-        _run_cleanups()
+        finish(result, args.out)
     return 0 if result.get("goal_met") else 1
 
 

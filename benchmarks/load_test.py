@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import random
 import shutil
 import sys
@@ -54,7 +53,7 @@ from app_latency import (  # noqa: E402
     CallError,
     Client,
     StatusPoller,
-    _run_cleanups,
+    finish,
     install_signal_handlers,
     load_average,
     machine_info,
@@ -328,11 +327,7 @@ def main(argv=None) -> int:
         print(f"load average at the end: {result['load_at_end']} ({result['machine']['cpus']} CPUs)")
         print("goal (0 errors):", "met" if result["goal_met"] else "MISSED")
     finally:
-        result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out}")
-        _run_cleanups()
+        finish(result, args.out)
     return 0 if result.get("goal_met") else 1
 
 

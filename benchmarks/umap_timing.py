@@ -51,8 +51,8 @@ from app_latency import (  # noqa: E402
     ROOT,
     AppServer,
     Client,
-    _run_cleanups,
     decode_values,
+    finish,
     install_signal_handlers,
     load_average,
     machine_info,
@@ -263,11 +263,7 @@ def main(argv=None) -> int:
         print(f"load average: {load_average()} ({os.cpu_count()} CPUs)")
         print("goal (warm <= 10 s, cached instant):", "met" if result["goal_met"] else "MISSED")
     finally:
-        result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out}")
-        _run_cleanups()
+        finish(result, args.out)
     return 0 if result.get("goal_met") else 1
 
 

@@ -1,6 +1,7 @@
 """Shared fixtures: the built-in digits, the repo's MNIST copy, small trained models."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -64,17 +65,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def serve(explorer):
+    """The real app over `explorer`, on a free port of 127.0.0.1: yields its URL, closes it after."""
+    import app
+
+    demo = app.build_app(explorer)
+    port = free_port()
+    app.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        demo.close()
+        explorer.jobs.close()
+        explorer.umap.close()
+
+
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory):
     """The real app on a free port over a copy of the checkpoints: yields (url, explorer)."""
-    import app
     from vae_explorer.views import Explorer
 
     ex = Explorer(copy_checkpoints(tmp_path_factory.mktemp("served-checkpoints")))
-    demo = app.build_app(ex)
-    port = free_port()
-    app.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}", ex
-    demo.close()
-    ex.jobs.close()
-    ex.umap.close()
+    with serve(ex) as url:
+        yield url, ex

@@ -8,8 +8,16 @@ import torch
 from sklearn.decomposition import PCA
 
 from vae_explorer import build_model
-from vae_explorer.explore import (PCABaseline, encode_images, interpolate, latent_plane, principal_axes,
-                                  reconstruction_errors, sample_images, slider_axes)
+from vae_explorer.explore import (
+    PCABaseline,
+    encode_images,
+    interpolate,
+    latent_plane,
+    principal_axes,
+    reconstruction_errors,
+    sample_images,
+    slider_axes,
+)
 from vae_explorer.projections import pca_2d, resolve_projection
 
 

@@ -31,7 +31,7 @@ from vae_explorer.checkpoints import META_KEY, CheckpointError, load_train_state
 from vae_explorer.jobs import JobError, TrainSpec, validate_spec
 from vae_explorer.views import Explorer, ViewError
 
-from .conftest import REPO, copy_checkpoints, free_port
+from .conftest import REPO, copy_checkpoints, serve
 
 DIGITS = {"name": "digits", "root": None, "image_size": None, "channels": None}
 
@@ -155,17 +155,9 @@ def server(folder):
     """The app over the hostile folder, built after the files exist (so they are in the pickers)."""
     from gradio_client import Client
 
-    import app
-
     ex = Explorer(folder)
-    demo = app.build_app(ex)
-    port = free_port()
-    app.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
-    url = f"http://127.0.0.1:{port}"
-    yield Client(url, analytics_enabled=False, verbose=False), url, ex
-    demo.close()
-    ex.jobs.close()
-    ex.umap.close()
+    with serve(ex) as url:
+        yield Client(url, analytics_enabled=False, verbose=False), url, ex
 
 
 def _alive(client) -> None:

@@ -22,7 +22,7 @@ from vae_explorer import build_model, save_checkpoint
 from vae_explorer.images import MAX_UPLOAD_BYTES, UploadError, load_upload
 from vae_explorer.views import Explorer, ViewError
 
-from .conftest import copy_checkpoints, free_port
+from .conftest import copy_checkpoints, serve
 
 GREY, RGB = (1, 8, 8), (3, 8, 8)
 RGB_MODEL = "tiny_rgb_ae"
@@ -155,16 +155,8 @@ def server(checkpoint_dir):
     """The real app over the checkpoints (with the RGB model); yields a gradio_client Client."""
     from gradio_client import Client
 
-    import app
-
-    explorer = Explorer(checkpoint_dir)
-    demo = app.build_app(explorer)
-    port = free_port()
-    app.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
-    url = f"http://127.0.0.1:{port}"
-    yield Client(url, analytics_enabled=False, verbose=False), url
-    demo.close()
-    explorer.umap.close()
+    with serve(Explorer(checkpoint_dir)) as url:
+        yield Client(url, analytics_enabled=False, verbose=False), url
 
 
 # ---- load_upload: the pixels of each conversion -----------------------------------------------

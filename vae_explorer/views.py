@@ -5,7 +5,6 @@ directly. A `ViewError` carries a message meant for the user.
 """
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,7 @@ from . import figures
 from .cards import model_card
 from .catalog import Catalog, CatalogError, LoadedCheckpoint
 from .data import to_float
-from .explore import (PCABaseline, interpolate, latent_plane, reconstruction_errors, sample_images,
-                      slider_axes)
+from .explore import PCABaseline, interpolate, latent_plane, reconstruction_errors, sample_images, slider_axes
 from .images import UploadError, image_grid, load_upload, to_pil
 from .jobs import JobError, TrainingJobs, TrainSpec
 from .metrics import psnr
