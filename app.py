@@ -255,8 +255,9 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                 with gr.Accordion("Decoded latent plane (the 'manifold'): where the AE has gaps, the VAE is continuous", open=True):
                     grid_n = gr.Slider(5, 25, value=15, step=1, label="Grid size")
                     with gr.Row():
-                        manifold_left = gr.Image(label="Left model", format="png", elem_id="manifold_left")
-                        manifold_right = gr.Image(label="Right model", format="png", elem_id="manifold_right")
+                        manifold_left = gr.Image(label="Left model", format="png", elem_id="manifold_left", height=440)
+                        manifold_right = gr.Image(label="Right model", format="png", elem_id="manifold_right",
+                                                  height=440)
                     manifold_note = gr.Markdown(elem_classes="caption")
                 model_cards(demo.load, map_left, map_right)
                 pick_btn = gr.Button("pick", elem_id="pick_button", visible="hidden")

@@ -196,3 +196,23 @@ def test_model_card_describes_the_checkpoint(explorer, name):
     assert f"{total:,} parameters" in card
     assert "| layer | type | parameters |" in card and "| test metric | value |" in card
     assert f"**{entry.meta['model']}**" in card and "digits" in card
+
+
+def test_every_view_works_with_every_shipped_model(explorer):
+    """Each registry model has a shipped checkpoint; every view takes each of them."""
+    from vae_explorer.models import MODELS
+
+    names = explorer.checkpoint_names()
+    assert {f"digits_{m}" for m in MODELS} <= set(names)
+    for name in (f"digits_{m}" for m in MODELS):
+        assert explorer.latent_map(name, "pca").figure.data
+        assert explorer.compare_point(name, "digits_vae", 1)[1].size[0] > 0
+        assert explorer.manifold(name, 5)[0].size[0] > 0
+        assert explorer.reconstruct([name], "0, 1")[0].size[0] > 0
+        assert explorer.anomalies(name, 90)[1].size[0] > 0
+        sliders, image, _ = explorer.slider_setup(name, 2)
+        assert explorer.decode_sliders(name, 2, [s["maximum"] for s in sliders]).size == image.size
+        assert explorer.interpolate_at(name, 0, 1, 0.5, "spherical").size[0] > 0
+        assert explorer.sample(name, 0.8, 1)[0].size[0] > 0
+        assert "dB" in explorer.denoise([name], 0, None, "masking", 0.2)[2][0][1]
+        assert "parameters" in explorer.card(name)
