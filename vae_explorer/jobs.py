@@ -172,8 +172,7 @@ class Job:
             return {"status": self.status, "message": self.message, "device": self.device,
                     "steps": list(self.steps), "epochs": list(self.epochs), "fixed": self.fixed,
                     "recons": list(self.recons), "progress": dict(self.progress), "name": self.spec.name,
-                    "spec": asdict(self.spec), "eta": self.eta_seconds(), "started": self.started,
-                    "checkpoint_exists": self.checkpoint.is_file(), "version": self.version}
+                    "spec": asdict(self.spec), "eta": self.eta_seconds()}
 
 
 class JobBusy(JobError):

@@ -271,11 +271,12 @@ class Explorer:
 
     # ---- 4. interpolate ----------------------------------------------------------------
 
-    def _endpoints(self, entry, index_a, index_b, upload_a, upload_b) -> tuple[np.ndarray, np.ndarray]:
+    def _endpoints(self, entry, index_a, index_b, upload_a, upload_b):
+        """The two images (2, C, H, W) at the model's input shape, and their codes (2, D)."""
         xa, _ = self._image(entry, index_a, upload_a)
         xb, _ = self._image(entry, index_b, upload_b)
-        z = entry.encode(torch.cat([xa, xb])).numpy()
-        return z[0], z[1]
+        x = torch.cat([xa, xb])
+        return x, entry.encode(x).numpy()
 
     def interpolation_strip(self, names: list[str], index_a, index_b, upload_a=None, upload_b=None,
                             mode: str = "linear", steps: int = 10) -> tuple[Image.Image, str]:
@@ -292,14 +293,12 @@ class Explorer:
             if shape is not None and entry.input_shape != shape:
                 raise ViewError(f"{name} takes {entry.input_shape} images, unlike the other model")
             shape = entry.input_shape
-            za, zb = self._endpoints(entry, index_a, index_b, upload_a, upload_b)
+            x, (za, zb) = self._endpoints(entry, index_a, index_b, upload_a, upload_b)
             try:
                 path = interpolate(za, zb, np.linspace(0, 1, steps), mode)
             except ValueError as e:
                 raise ViewError(str(e)) from None
-            xa, _ = self._image(entry, index_a, upload_a)
-            xb, _ = self._image(entry, index_b, upload_b)
-            rows.append(torch.cat([xa, entry.decode(path), xb]))
+            rows.append(torch.cat([x[:1], entry.decode(path), x[1:]]))
         grid = image_grid(torch.cat(rows), nrow=steps + 2, padding=2, scale=display_scale(shape, 64))
         text = (f"{mode.capitalize()} interpolation in {steps} steps, one row per model ({', '.join(names)}): "
                 "the input A, then decodes of z(t) from t = 0 to 1, then the input B. A VAE's path stays "
@@ -309,7 +308,7 @@ class Explorer:
     def interpolate_at(self, name: str, index_a, index_b, t: float, mode: str = "linear",
                        upload_a=None, upload_b=None) -> Image.Image:
         entry = self.load(name)
-        za, zb = self._endpoints(entry, index_a, index_b, upload_a, upload_b)
+        _, (za, zb) = self._endpoints(entry, index_a, index_b, upload_a, upload_b)
         t = float(t)
         if not 0 <= t <= 1:
             raise ViewError("t must be between 0 and 1")
