@@ -1,17 +1,21 @@
 """Speed and quality against the yardstick: the classic PyTorch-examples MNIST VAE.
 
-Runs, one after the other in this one invocation, on the same machine:
-  1. fp32 matmul throughput at the model's shapes (GFLOP/s);
-  2. the classic loop (torchvision MNIST + ToTensor + DataLoader, batch 128),
-     copied from pytorch/examples vae/main.py, in its own process;
-  3. ours: `python -m vae_explorer train` with the same model (784-400-20, BCE,
-     Adam 1e-3, batch 128, same number of images), in its own process, twice:
-     with the defaults (fp32, eager) and with `--precision bf16 --compile`.
+Each round runs, one process after another on the same machine:
+  - fp32 and bf16 matmul throughput at the model's shapes (GFLOP/s);
+  - the classic loop (torchvision MNIST + ToTensor + DataLoader, batch 128),
+    copied from pytorch/examples vae/main.py;
+  - ours: `python -m vae_explorer train` with the same model (784-400-20, BCE,
+    Adam 1e-3, batch 128, same number of images) three ways: the defaults
+    (precision auto: bf16 autocast on a CPU with native bf16, as here), `--precision
+    fp32`, and the defaults plus `--compile` (first round with an empty inductor
+    cache, later rounds warm).
 Each process is timed whole (imports, data loading, evaluation included) and
-each reports its training-loop time per epoch. Prints a JSON summary and writes
-it to benchmarks/results/mnist_vae.json.
+reports its training-loop time per epoch. This machine's speed drifts by tens of
+percent from minute to minute, so every ratio is taken within one round against
+that round's classic run, the order of runs rotates between rounds, and the
+summary quotes medians over rounds. Writes benchmarks/results/mnist_vae.json.
 
-    python benchmarks/mnist_vae.py --data-root ../shared/datasets [--epochs 10]
+    python benchmarks/mnist_vae.py --data-root ../shared/datasets [--epochs 10] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -110,45 +114,75 @@ def classic(data_root: str, epochs: int, seed: int) -> dict:
 
 
 def matmul_gflops(repeats: int = 7) -> dict:
-    """fp32 GFLOP/s of the model's own matmuls at batch 128 (forward and backward shapes)."""
+    """GFLOP/s of the model's own matmuls at batch 128 (forward and weight-gradient shapes), fp32 and bf16."""
     import torch
 
     shapes = [(128, 784, 400), (128, 400, 784), (784, 128, 400), (400, 128, 784)]  # fc1/fc4 fwd + weight grads
-    mats = [(torch.randn(m, k), torch.randn(k, n)) for m, k, n in shapes]
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        flop = 0
-        for _ in range(50):
-            for a, b in mats:
-                a @ b
-                flop += 2 * a.shape[0] * a.shape[1] * b.shape[1]
-        rates.append(flop / (time.perf_counter() - t0) / 1e9)
-    big = torch.randn(1024, 1024)
-    big @ big
-    t0 = time.perf_counter()
-    for _ in range(20):
-        big @ big
-    big_rate = 20 * 2 * 1024**3 / (time.perf_counter() - t0) / 1e9
-    return {"model_shapes_gflops": statistics.median(rates), "square_1024_gflops": big_rate,
-            "threads": torch.get_num_threads()}
+    result = {"threads": torch.get_num_threads()}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        mats = [(torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)) for m, k, n in shapes]
+        for a, b in mats * 5:  # warm-up: thread pool, packing buffers
+            a @ b
+        rates = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(50):
+                for a, b in mats:
+                    a @ b
+            flop = 50 * sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in mats)
+            rates.append(flop / (time.perf_counter() - t0) / 1e9)
+        result[f"model_shapes_{name}_gflops"] = statistics.median(rates)
+    return result
 
 
-def run_timed(cmd: list[str]) -> tuple[float, str]:
+def run_timed(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     return wall, proc.stdout
 
 
+# name -> extra `train` flags. "ours" is what a user gets without flags.
+OURS = {"ours": [], "ours_fp32": ["--precision", "fp32"], "ours_compile": ["--compile"]}
+N_TRAIN = 60000
+
+
+def run_classic(args) -> dict:
+    wall, out = run_timed([sys.executable, __file__, "--_classic", "--data-root", args.data_root,
+                           "--epochs", str(args.epochs), "--seed", str(args.seed)])
+    c = json.loads(out)
+    loop = sum(c["epoch_seconds"])
+    return {"process_seconds": wall, "loop_seconds": loop, "loop_images_per_s": c["train_images"] * args.epochs / loop,
+            "epoch_images_per_s_median": statistics.median(c["train_images"] / s for s in c["epoch_seconds"]),
+            "test_loss": c["test_loss"][-1]}
+
+
+def run_ours(args, flags: list[str], env: dict) -> dict:
+    from vae_explorer import read_metadata
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = os.path.join(tmp, "vae_mnist")
+        wall, _ = run_timed([sys.executable, "-m", "vae_explorer", "train", "--model", "vae", "--dataset", "mnist",
+                             "--data-root", args.data_root, "--epochs", str(args.epochs), "--batch-size", "128",
+                             "--lr", "1e-3", "--latent-dim", "20", "--hidden", "400", "--likelihood", "bernoulli",
+                             "--seed", str(args.seed), "--device", "cpu", "--out", ckpt, "--quiet", *flags], env)
+        meta = read_metadata(ckpt + ".safetensors")
+    history = meta["metrics"]
+    loop = sum(h["train_seconds"] for h in history)
+    return {"flags": " ".join(flags) or "(none)", "precision": meta["training"]["precision"],
+            "process_seconds": wall, "loop_seconds": loop, "loop_images_per_s": N_TRAIN * args.epochs / loop,
+            "epoch_images_per_s_median": statistics.median(h["images_per_s"] for h in history),
+            "test_loss": history[-1]["test"]["loss"], "test_nll_iwae_k16_500": history[-1]["test"].get("nll_iwae")}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default="../shared/datasets")
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--skip-classic", action="store_true")
     p.add_argument("--_classic", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._classic:
@@ -156,51 +190,46 @@ def main() -> None:
         return
 
     root = Path(__file__).resolve().parent.parent
-    result = {"epochs": args.epochs, "matmul": matmul_gflops()}
-    if not args.skip_classic:
-        wall, out = run_timed([sys.executable, __file__, "--_classic", "--data-root", args.data_root,
-                               "--epochs", str(args.epochs), "--seed", str(args.seed)])
-        c = json.loads(out)
-        loop = sum(c["epoch_seconds"])
-        result["classic"] = {
-            "process_seconds": wall, "loop_seconds": loop,
-            "loop_images_per_s": c["train_images"] * args.epochs / loop,
-            "epoch_images_per_s_median": statistics.median(c["train_images"] / s for s in c["epoch_seconds"]),
-            "process_images_per_s": c["train_images"] * args.epochs / wall, "test_loss": c["test_loss"][-1],
-        }
-    gflops = result["matmul"]["model_shapes_gflops"]
-    n = 60000
-    # "ours": the defaults (fp32, eager); "ours_fast": bf16 autocast + torch.compile, compilation included.
-    for key, flags in (("ours", []), ("ours_fast", ["--precision", "bf16", "--compile"])):
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = os.path.join(tmp, "vae_mnist")
-            wall, _ = run_timed([sys.executable, "-m", "vae_explorer", "train", "--model", "vae", "--dataset", "mnist",
-                                 "--data-root", args.data_root, "--epochs", str(args.epochs), "--batch-size", "128",
-                                 "--lr", "1e-3", "--latent-dim", "20", "--hidden", "400", "--likelihood", "bernoulli",
-                                 "--seed", str(args.seed), "--device", "cpu", "--out", ckpt, "--quiet", *flags])
-            sys.path.insert(0, str(root))
-            from vae_explorer import read_metadata
+    sys.path.insert(0, str(root))
+    inductor_cache = tempfile.mkdtemp(prefix="inductor_")  # empty in round 1: that round pays a cold compile
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": inductor_cache}
+    names = ["classic", *OURS]
+    rounds = []
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[:r % len(names)]  # rotate, so no run always follows the same one
+        result = {"round": r + 1, "order": order, "matmul": matmul_gflops()}
+        for name in order:
+            result[name] = run_classic(args) if name == "classic" else run_ours(args, OURS[name], env)
+            print(f"round {r + 1}: {name} {result[name]['loop_images_per_s']:.0f} img/s, "
+                  f"{result[name]['process_seconds']:.1f} s", file=sys.stderr, flush=True)
+        c, gflops = result["classic"], result["matmul"]["model_shapes_fp32_gflops"]
+        for name in names:
+            run = result[name]
+            run["arithmetic_fraction_of_fp32_matmul"] = run["loop_images_per_s"] * FLOP_PER_IMAGE / 1e9 / gflops
+            if name != "classic":
+                run["speedup_loop"] = run["loop_images_per_s"] / c["loop_images_per_s"]
+                run["speedup_loop_epoch_median"] = run["epoch_images_per_s_median"] / c["epoch_images_per_s_median"]
+                run["speedup_process"] = c["process_seconds"] / run["process_seconds"]
+        rounds.append(result)
 
-            history = read_metadata(ckpt + ".safetensors")["metrics"]
-        loop = sum(h["train_seconds"] for h in history)
-        ours = result[key] = {
-            "flags": " ".join(flags) or "(defaults)",
-            "process_seconds": wall, "loop_seconds": loop, "loop_images_per_s": n * args.epochs / loop,
-            "epoch_images_per_s_median": statistics.median(h["images_per_s"] for h in history),
-            "process_images_per_s": n * args.epochs / wall, "test_loss": history[-1]["test"]["loss"],
-            "test_nll_iwae_k16_500": history[-1]["test"].get("nll_iwae"),
-        }
-        ours["arithmetic_fraction"] = ours["loop_images_per_s"] * FLOP_PER_IMAGE / 1e9 / gflops
-        if "classic" in result:
-            c = result["classic"]
-            c["arithmetic_fraction"] = c["loop_images_per_s"] * FLOP_PER_IMAGE / 1e9 / gflops
-            ours["speedup_loop"] = ours["loop_images_per_s"] / c["loop_images_per_s"]
-            ours["speedup_loop_epoch_median"] = ours["epoch_images_per_s_median"] / c["epoch_images_per_s_median"]
-            ours["speedup_process"] = c["process_seconds"] / wall
+    def median(name, key):
+        return statistics.median(r[name][key] for r in rounds)
+
+    summary = {name: {key: median(name, key) for key in ("loop_images_per_s", "process_seconds", "test_loss")}
+               for name in names}
+    for name in OURS:
+        summary[name].update({key: median(name, key) for key in
+                              ("speedup_loop", "speedup_loop_epoch_median", "speedup_process",
+                               "arithmetic_fraction_of_fp32_matmul")})
+        summary[name]["precision"] = rounds[0][name]["precision"]
+    summary["classic"]["arithmetic_fraction_of_fp32_matmul"] = median("classic", "arithmetic_fraction_of_fp32_matmul")
+    summary["matmul_fp32_gflops"] = statistics.median(r["matmul"]["model_shapes_fp32_gflops"] for r in rounds)
+    summary["matmul_bf16_gflops"] = statistics.median(r["matmul"]["model_shapes_bf16_gflops"] for r in rounds)
+    result = {"epochs": args.epochs, "rounds": args.rounds, "summary_medians": summary, "per_round": rounds}
     out_dir = root / "benchmarks" / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "mnist_vae.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -101,3 +101,38 @@ def test_digits_are_scikit_learns_digits(digits):
                              ref.target[:, None]], 1).astype(np.int64)
     # The same images with the same labels (the split shuffles, so compare as sorted rows).
     assert sorted(map(tuple, ours.tolist())) == sorted(map(tuple, theirs.tolist()))
+
+
+def test_mnist_idx_reader_equals_torchvision(mnist_root, tmp_path):
+    # MNIST-format files are read directly (no torchvision import); the arrays and class names must be
+    # exactly torchvision's, from raw files and from the .gz files alone.
+    import gzip
+    import shutil
+
+    from torchvision.datasets import MNIST
+
+    ours = load_dataset("mnist", mnist_root, download=False)
+    train, test = MNIST(mnist_root, train=True), MNIST(mnist_root, train=False)
+    assert torch.equal(ours.train_x[:, 0], train.data) and torch.equal(ours.train_y, train.targets)
+    assert torch.equal(ours.test_x[:, 0], test.data) and torch.equal(ours.test_y, test.targets)
+    assert ours.classes == train.classes
+
+    raw = tmp_path / "gz" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        with open(f"{mnist_root}/MNIST/raw/{f}", "rb") as src, gzip.open(raw / f"{f}.gz", "wb", compresslevel=1) as dst:
+            shutil.copyfileobj(src, dst)
+    load_dataset.cache_clear()
+    from_gz = load_dataset("mnist", str(tmp_path / "gz"), download=False)
+    assert torch.equal(from_gz.test_x, ours.test_x) and torch.equal(from_gz.train_y, ours.train_y)
+
+
+def test_broken_idx_file_gives_a_clear_error(tmp_path):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    header = bytes([0, 0, 8, 3]) + (100).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    (raw / "train-images-idx3-ubyte").write_bytes(header + bytes(28 * 28 * 10))  # 10 of the promised 100 images
+    for f in ("train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / f).write_bytes(b"not idx")
+    with pytest.raises(DatasetError, match="train-images-idx3-ubyte: truncated"):
+        load_dataset("fashion_mnist", str(tmp_path), download=False)

@@ -19,6 +19,8 @@ def test_contract_shapes_loss_and_gradients(name, shape):
     out = model(x)
     assert isinstance(out, ModelOutput)
     assert out.recon.shape == x.shape
+    assert out.recon is out.recon  # computed once, on first read
+    assert torch.allclose(out.recon, model.decode(out.latent), atol=1e-5)  # the decoded code the model saw
     assert out.latent.shape == (5, model.latent_dim)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     assert set(out.terms) >= {"recon"}

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from vae_explorer import MODELS, TrainConfig, build_model, evaluate, fit, load_checkpoint, read_metadata
-from vae_explorer.training import resolve_device
+from vae_explorer.training import (CPU_BF16_MIN_FLOPS, choose_precision, cpu_has_native_bf16,
+                                   forward_flops_per_image, resolve_device)
 
 from .conftest import REPO
 
@@ -117,6 +118,36 @@ def test_device_auto_picks_cpu_without_gpu():
         assert resolve_device("auto").type in ("cpu", "mps")
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_flop_count_matches_the_layer_sizes():
+    # 784-400-(2x20) encoder and 20-400-784 decoder: 2 FLOPs per multiply-add of each Linear.
+    model = build_model("vae", input_shape=(1, 28, 28), latent_dim=20, hidden=(400,))
+    assert forward_flops_per_image(model) == 2 * (784 * 400 + 400 * 40 + 20 * 400 + 400 * 784)
+    assert model.training  # counting leaves the mode as it was
+
+
+def test_auto_precision_uses_bf16_on_a_cpu_only_where_it_pays():
+    cpu = torch.device("cpu")
+    tiny = build_model("vae")  # 8x8 digits: ~0.1 MFLOP per image, bf16's casts would cost more than they save
+    mnist = build_model("vae", input_shape=(1, 28, 28), latent_dim=20, hidden=(400,))
+    assert forward_flops_per_image(tiny) < CPU_BF16_MIN_FLOPS <= forward_flops_per_image(mnist)
+    assert choose_precision("auto", cpu, tiny) == "fp32"
+    assert choose_precision("auto", cpu, mnist) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert choose_precision("fp32", cpu, mnist) == "fp32" and choose_precision("bf16", cpu, tiny) == "bf16"
+
+
+def test_auto_precision_is_recorded_and_vq_codes_stay_exact_under_bf16(digits, tmp_path):
+    # Under bf16 autocast the codebook search still runs in fp32: the codes equal an fp32 search.
+    model = build_model("vq_vae")
+    fit(model, digits, TrainConfig(epochs=1, precision="bf16", checkpoint=str(tmp_path / "vq"), **CPU))
+    assert read_metadata(tmp_path / "vq.safetensors")["training"]["precision"] == "bf16"
+    vq = model.quantizers[0]
+    r = torch.randn(500, model.config.code_dim)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        codes = vq.nearest(r)
+    exact = torch.cdist(r.double(), vq.codebook.detach().double()).argmin(1)
+    assert torch.equal(codes, exact)
 
 
 def test_ddp_two_gloo_ranks_end_with_identical_weights(tmp_path):

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--codebook-size", type=int, default=None, help="codes per level (VQ models)")
     t.add_argument("--code-dim", type=int, default=None, help="size of one code vector (VQ models)")
     t.add_argument("--levels", type=int, default=None, help="residual quantization levels (VQ models)")
+    t.add_argument("--codebook-update", choices=("loss", "ema"), default=None,
+                   help="codebooks learn by gradient (loss) or as moving averages of encoder outputs (ema; VQ models)")
+    t.add_argument("--ema-decay", type=float, default=None, help="decay of the ema codebook update, in (0, 1)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     t.add_argument("--precision", choices=PRECISIONS, default="auto")
@@ -99,6 +102,7 @@ _CONFIG_FLAGS = {
     "latent_dim": "latent_dim", "hidden": "hidden", "conv_channels": "channels", "likelihood": "likelihood",
     "sigma": "sigma", "beta": "beta", "noise_std": "noise_std", "mask_prob": "mask_prob", "l1": "l1_weight",
     "codebook_size": "codebook_size", "code_dim": "code_dim", "levels": "levels",
+    "codebook_update": "codebook_update", "ema_decay": "ema_decay",
 }
 
 
@@ -117,9 +121,12 @@ def _model_overrides(args, model_name: str, input_shape) -> dict:
             raise UsageError(f"--{flag.replace('_', '-')} does not apply to model {model_name}")
         overrides[name] = value
     try:
-        return model_config(model_name, **overrides)
+        config = model_config(model_name, **overrides)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if args.ema_decay is not None and config.codebook_update != "ema":  # it would be silently ignored
+        raise UsageError("--ema-decay applies only with --codebook-update ema")
+    return config
 
 
 def _setup_distributed(device_flag: str):

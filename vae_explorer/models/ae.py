@@ -59,4 +59,4 @@ class AE(Autoencoder):
         if self.config.l1_weight > 0:
             terms["l1"] = self.config.l1_weight * z.abs().sum(1).mean()
         loss = sum(terms.values())
-        return ModelOutput(recon=self.likelihood.mean(params), latent=z, loss=loss, terms=terms)
+        return ModelOutput(recon=lambda: self.likelihood.mean(params), latent=z, loss=loss, terms=terms)

@@ -5,6 +5,9 @@ The encoder's flat output (B, latent_dim) is cut into T = latent_dim / code_dim
 tokens of code_dim numbers; each token is replaced by its nearest codebook
 vector (per level, each level quantizing what the previous levels left).
 `encode` returns the quantized vector, `decode` runs the decoder on any vector.
+Codebooks learn by gradient of the codebook loss, or (`codebook_update="ema"`) as
+moving averages of the encoder outputs assigned to them (van den Oord et al. 2017,
+appendix A.1; Razavi et al. 2019).
 """
 from __future__ import annotations
 
@@ -19,6 +22,9 @@ from .base import Autoencoder, ModelConfig, ModelOutput
 from .likelihoods import build_likelihood
 from .networks import build_decoder, build_encoder
 
+CODEBOOK_UPDATES = ("loss", "ema")
+EMA_EPS = 1e-5  # Laplace smoothing of the EMA code counts (Sonnet's VectorQuantizerEMA)
+
 
 @dataclass
 class VQConfig(ModelConfig):
@@ -28,6 +34,8 @@ class VQConfig(ModelConfig):
     levels: int = 1  # > 1: residual VQ
     commitment: float = 0.25  # weight of ||z_e - sg(z_q)||^2
     restart_every: int = 50  # training steps between re-seeding unused codes (0: never)
+    codebook_update: str = "loss"  # "loss": gradient of ||sg(z_e) - e||^2; "ema": moving averages, no gradient
+    ema_decay: float = 0.99  # "ema": weight of the past in every update
 
     def __post_init__(self):
         super().__post_init__()
@@ -37,6 +45,10 @@ class VQConfig(ModelConfig):
             raise ValueError("codebook_size must be >= 2 and levels >= 1")
         if self.commitment < 0:
             raise ValueError(f"commitment must be >= 0, got {self.commitment}")
+        if self.codebook_update not in CODEBOOK_UPDATES:
+            raise ValueError(f"codebook_update must be 'loss' or 'ema', got {self.codebook_update!r}")
+        if not 0 < self.ema_decay < 1:  # also refuses nan
+            raise ValueError(f"ema_decay must be between 0 and 1 (exclusive), got {self.ema_decay}")
 
 
 def _broadcast(t: torch.Tensor) -> None:
@@ -46,9 +58,20 @@ def _broadcast(t: torch.Tensor) -> None:
 
 
 class VectorQuantizer(nn.Module):
-    def __init__(self, size: int, dim: int, restart_every: int):
+    def __init__(self, size: int, dim: int, restart_every: int, update: str = "loss", decay: float = 0.99):
         super().__init__()
-        self.codebook = nn.Parameter(torch.randn(size, dim) / dim**0.5)
+        codebook = torch.randn(size, dim) / dim**0.5
+        self.ema = update == "ema"
+        self.decay = decay
+        if self.ema:
+            # Moved by `_ema_update`, never by the optimizer: a buffer, so no gradient reaches it and
+            # "every parameter gets a gradient" stays true. Same state_dict key as the parameter.
+            self.register_buffer("codebook", codebook)
+            # The code vector is ema_sum / ema_count: each code starts as one observation of itself.
+            self.register_buffer("ema_count", torch.ones(size))  # (K,) decayed number of assigned outputs
+            self.register_buffer("ema_sum", codebook.clone())  # (K, d) decayed sum of assigned outputs
+        else:
+            self.codebook = nn.Parameter(codebook)
         self.register_buffer("usage", torch.full((size,), 1.0 / size))  # running code frequencies
         self.register_buffer("initialized", torch.tensor(False))
         self.restart_every = restart_every
@@ -57,8 +80,11 @@ class VectorQuantizer(nn.Module):
 
     def nearest(self, r: torch.Tensor) -> torch.Tensor:
         """(N, d) -> (N,) index of the closest codebook vector."""
-        e = self.codebook
-        d2 = r.square().sum(1, keepdim=True) - 2 * r @ e.t() + e.square().sum(1)
+        # fp32 even under bf16 autocast: bf16's 8-bit mantissa would pick wrong codes among close ones.
+        # (On CUDA, fit() allows TF32 matmuls, 10-bit mantissa: only near-ties can flip there.)
+        with torch.autocast(r.device.type, enabled=False):
+            r, e = r.float(), self.codebook.float()
+            d2 = r.square().sum(1, keepdim=True) - 2 * r @ e.t() + e.square().sum(1)
         return d2.argmin(1)
 
     @torch.no_grad()
@@ -69,6 +95,33 @@ class VectorQuantizer(nn.Module):
         fresh = r[pick] + 1e-3 * torch.randn_like(r[pick])
         _broadcast(fresh)
         self.codebook.data = torch.where(which[:, None], fresh.to(self.codebook.dtype), self.codebook.data)
+        if self.ema:
+            # Restart the statistics too, as one observation of the new vector: left alone, the next
+            # update would rebuild the code from its old sum and count and pull it straight back.
+            self.ema_count.masked_fill_(which, 1.0)
+            self.ema_sum.copy_(torch.where(which[:, None], fresh.to(self.ema_sum.dtype), self.ema_sum))
+
+    @torch.no_grad()
+    def _ema_update(self, r: torch.Tensor, idx: torch.Tensor) -> None:
+        """Codes <- moving averages of the outputs (N, d) assigned to them (idx (N,)):
+        van den Oord et al. 2017, appendix A.1, with Laplace-smoothed counts."""
+        # fp32 even under bf16 autocast: decayed sums lose small updates in an 8-bit mantissa.
+        with torch.autocast(r.device.type, enabled=False):
+            k, d = self.codebook.shape
+            r = r.float()
+            # [onehot.T @ r | onehot.sum(0)] as (K, d + 1), by index_add_: exact fp32 sums where a
+            # matmul may run in TF32 on GPUs, and one tensor for one all-reduce.
+            stats = torch.zeros(k, d + 1, device=r.device).index_add_(0, idx, torch.cat([r, r.new_ones(len(r), 1)], 1))
+            if dist.is_available() and dist.is_initialized():  # statistics of the global batch: replicas stay equal
+                dist.all_reduce(stats)
+            ema_sum = self.decay * self.ema_sum.float() + (1 - self.decay) * stats[:, :d]
+            count = self.decay * self.ema_count.float() + (1 - self.decay) * stats[:, d]
+            # Laplace smoothing keeps an unused code (count -> 0) from a division by ~0.
+            n = count.sum()
+            smoothed = (count + EMA_EPS) / (n + k * EMA_EPS) * n
+            self.ema_sum.copy_(ema_sum)
+            self.ema_count.copy_(count)
+            self.codebook.copy_(ema_sum / smoothed[:, None])
 
     def forward(self, r: torch.Tensor):
         """(N, d) -> quantized (N, d) (no gradient to r), indices (N,)."""
@@ -91,7 +144,10 @@ class VectorQuantizer(nn.Module):
                     dist.all_reduce(freq)
                     freq /= dist.get_world_size()
                 self.usage.mul_(0.99).add_(0.01 * freq)
-        return F.embedding(idx, self.codebook), idx
+        q = F.embedding(idx, self.codebook)  # the codes as assigned, before this step's EMA moves them
+        if self.training and self.ema:
+            self._ema_update(r.detach(), idx)
+        return q, idx
 
 
 class VQVAE(Autoencoder):
@@ -103,7 +159,9 @@ class VQVAE(Autoencoder):
         self.tokens = config.latent_dim // config.code_dim
         self.encoder = build_encoder(config, config.latent_dim)
         self.quantizers = nn.ModuleList(
-            VectorQuantizer(config.codebook_size, config.code_dim, config.restart_every) for _ in range(config.levels)
+            VectorQuantizer(config.codebook_size, config.code_dim, config.restart_every, config.codebook_update,
+                            config.ema_decay)
+            for _ in range(config.levels)
         )
         self.decoder = build_decoder(config, config.latent_dim)
         self.likelihood = build_likelihood(config.likelihood, config.input_shape, config.sigma, config.squash)
@@ -134,13 +192,12 @@ class VQVAE(Autoencoder):
         z_q, indices, codebook_loss = self.quantize(z_e)
         z = z_e + (z_q - z_e).detach()  # straight-through: decoder gradients flow to the encoder
         params = self.decoder(z)
-        terms = {
-            "recon": self.likelihood.nll(params, x).mean(),
-            "codebook": codebook_loss.mean(),
-            "commitment": self.config.commitment * (z_e - z_q.detach()).square().sum(1).mean(),
-        }
+        terms = {"recon": self.likelihood.nll(params, x).mean()}
+        if self.config.codebook_update == "loss":  # with "ema" no gradient reaches the codebook: no such term
+            terms["codebook"] = codebook_loss.mean()
+        terms["commitment"] = self.config.commitment * (z_e - z_q.detach()).square().sum(1).mean()
         return ModelOutput(
-            recon=self.likelihood.mean(params), latent=z_q, loss=sum(terms.values()), terms=terms,
+            recon=lambda: self.likelihood.mean(params), latent=z_q, loss=sum(terms.values()), terms=terms,
             stats=self.code_stats(indices),
         )
 
