@@ -37,7 +37,9 @@ class VAE(Autoencoder):
         self.likelihood = build_likelihood(config.likelihood, config.input_shape, config.sigma, config.squash)
 
     def posterior(self, x: torch.Tensor) -> DiagonalGaussian:
-        mean, logvar = self.encoder(x).chunk(2, dim=-1)
+        # fp32 even under bf16 autocast: the KL and log q(z|x) sum over latent dims, and z's noise
+        # should not be rounded to 8 bits (the decoder's first layer casts z back down anyway).
+        mean, logvar = self.encoder(x).float().chunk(2, dim=-1)
         return DiagonalGaussian(mean, logvar)
 
     def encode(self, x):  # the posterior mean, (B, C, H, W) -> (B, D)
