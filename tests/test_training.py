@@ -3,6 +3,7 @@ resumable, checkpoints carry what they promise, DDP replicas agree."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -170,3 +171,24 @@ def test_ddp_two_gloo_ranks_end_with_identical_weights(tmp_path):
     assert info["world_size"] == 2 and info["epochs"] == 2
     meta = read_metadata(tmp_path / "ckpt.safetensors")  # only rank 0 saved
     assert meta["training"]["world_size"] == 2
+
+
+def test_compiled_training_compiles_once_and_keeps_the_vq_bookkeeping(digits):
+    # --compile: one compilation serves every full batch (the last, smaller one runs eagerly), and the
+    # VQ step counter and code re-seeding stay outside the graph, where they would force a recompile
+    # at every step. Any recompilation raises here, which fit() would report as a fallback warning.
+    import warnings
+
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    model = build_model("vq_vae", restart_every=3)
+    config = TrainConfig(epochs=2, compile=True, history_images=0, **CPU)
+    with warnings.catch_warnings(record=True) as caught, \
+            torch._dynamo.config.patch(error_on_recompile=True):
+        warnings.simplefilter("always")
+        result = fit(model, digits, config)
+    assert not [w for w in caught if "torch.compile failed" in str(w.message)]
+    steps = 2 * -(-len(digits.train_x) // config.batch_size)
+    assert model.quantizers[0].steps == steps  # the bookkeeping ran at every step, compiled or not
+    assert all(math.isfinite(h["test"]["loss"]) for h in result.history)

@@ -188,36 +188,42 @@ def _restore_train_state(optimizer: torch.optim.Optimizer, tensors: dict[str, to
 
 
 def _loss_function(net: torch.nn.Module, autocast, compile: bool, batch_size: int = 0):
-    """x -> (loss, term values stacked as [loss, *terms]) with names in `names`; compiled when
-    asked (falling back to eager where compilation fails). Stacking inside keeps the
-    per-step bookkeeping to one tensor op. Compiled code serves full batches of
-    `batch_size` only: the epoch's last, smaller batch runs eagerly rather than paying
-    seconds for a second compilation."""
+    """x -> (loss, term values stacked as [loss, *terms]) with names in `names`.
+
+    compile: the forward pass goes through torch.compile (falling back to eager where
+    compilation fails). Compiled code serves full batches of `batch_size` only: the
+    epoch's last, smaller batch runs eagerly rather than paying seconds for a second
+    compilation. The names are collected outside the compiled function, where a list
+    that changes after the first call would force a recompilation at the second.
+    """
     names: list[str] = []
 
     def forward(x):
         with autocast:
             out = net(x)
+        return out.loss, out.terms
+
+    def stacked(loss, terms):
         if not names:
-            names.extend(["loss", *out.terms])
-        return out.loss, torch.stack([out.loss, *out.terms.values()]).detach().float()
+            names.extend(["loss", *terms])
+        return loss, torch.stack([loss, *terms.values()]).detach().float()
 
     if not compile:
-        return forward, names
+        return lambda x: stacked(*forward(x)), names
     compiled = torch.compile(forward, dynamic=False)
     state = {"fn": compiled}
 
     def guarded(x):
         if len(x) != batch_size:
-            return forward(x)
+            return stacked(*forward(x))
         if state["fn"] is compiled:
             try:
-                return compiled(x)
+                return stacked(*compiled(x))
             except Exception as e:  # no C compiler, unsupported op...: train on, uncompiled
                 warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                               "training on without it")
                 state["fn"] = forward
-        return state["fn"](x)
+        return stacked(*state["fn"](x))
 
     return guarded, names
 

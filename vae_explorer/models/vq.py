@@ -123,19 +123,26 @@ class VectorQuantizer(nn.Module):
             self.ema_count.copy_(count)
             self.codebook.copy_(ema_sum / smoothed[:, None])
 
+    # Python-side bookkeeping that torch.compile must not trace: a step counter read into the
+    # graph would change its guards at every step and force a recompilation each time.
+    @torch.compiler.disable
+    def _training_step(self, r: torch.Tensor) -> None:
+        """Initialise the codebook from data at the first step; re-seed unused codes every restart_every steps."""
+        # The buffer persists "initialized" in checkpoints; the Python flag avoids reading it
+        # (a host sync on GPU) at every step.
+        if not self._ready:
+            if not bool(self.initialized):
+                self._reseed(r, torch.ones_like(self.usage, dtype=torch.bool))
+                self.initialized.fill_(True)
+            self._ready = True
+        self.steps += 1
+        if self.restart_every and self.steps % self.restart_every == 0:
+            self._reseed(r, self.usage < 0.01 / self.usage.numel())
+
     def forward(self, r: torch.Tensor):
         """(N, d) -> quantized (N, d) (no gradient to r), indices (N,)."""
         if self.training:
-            # The buffer persists "initialized" in checkpoints; the Python flag avoids reading it
-            # (a host sync on GPU) at every step.
-            if not self._ready:
-                if not bool(self.initialized):
-                    self._reseed(r.detach(), torch.ones_like(self.usage, dtype=torch.bool))
-                    self.initialized.fill_(True)
-                self._ready = True
-            self.steps += 1
-            if self.restart_every and self.steps % self.restart_every == 0:
-                self._reseed(r.detach(), self.usage < 0.01 / self.usage.numel())
+            self._training_step(r.detach())
         idx = self.nearest(r.detach())
         if self.training:
             with torch.no_grad():
