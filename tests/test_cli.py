@@ -25,6 +25,13 @@ def test_models_lists_the_registry():
     assert run("models").stdout.split() == list(MODELS)
 
 
+def test_the_cli_does_not_import_the_compiler_or_torchvision():
+    # Each costs over a second of every command's start-up; only --compile and downloads need them.
+    code = "import sys, vae_explorer.cli; print(sorted({'torch._dynamo', 'torchvision'} & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr[-2000:]
+
+
 def test_train_eval_sample(tmp_path):
     out = tmp_path / "vae"
     summary = json.loads(run("train", "--model", "vae", "--epochs", "2", "--latent-dim", "3", "--batch-size", "64",

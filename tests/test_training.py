@@ -128,6 +128,21 @@ def test_flop_count_matches_the_layer_sizes():
     assert model.training  # counting leaves the mode as it was
 
 
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_flop_count_agrees_with_torch_flop_counter(name, shape):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(name, input_shape=shape)
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.decode(model.encode(torch.zeros(1, *shape)))
+    reference = counter.get_total_flops()
+    # The hooks count layers only; the VQ code search (a small matmul against the codebook) is left out.
+    tolerance = 0.02 if name in ("vq_vae", "rvq_vae") else 0
+    assert abs(forward_flops_per_image(model) - reference) <= tolerance * reference
+
+
 def test_auto_precision_uses_bf16_on_a_cpu_only_where_it_pays():
     cpu = torch.device("cpu")
     tiny = build_model("vae")  # 8x8 digits: ~0.1 MFLOP per image, bf16's casts would cost more than they save

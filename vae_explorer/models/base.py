@@ -16,25 +16,34 @@ from torch import nn
 class ModelOutput:
     """What `forward` returns.
 
-    recon: (B, C, H, W) reconstruction mean, in image space. Models may pass a
-        zero-argument function instead, run on first read: the training loop never
-        reads it, so its steps skip a sigmoid (and under autocast a cast) over every pixel.
+    recon: (B, C, H, W) reconstruction mean, in image space.
     latent: (B, D) the code the decoder saw (sampled z for VAEs).
     loss: scalar, the sum of `terms`: the training objective.
     terms: named scalar parts of `loss`.
-    stats: diagnostics, not in the loss.
+    stats: named scalar diagnostics, not in the loss.
+
+    recon and stats may be given as zero-argument functions, run on first read: the
+    training loop reads neither, so its steps skip a sigmoid (and under autocast a
+    cast) over every pixel, and the diagnostics' small ops.
     """
 
     def __init__(self, recon: torch.Tensor | Callable[[], torch.Tensor], latent: torch.Tensor, loss: torch.Tensor,
-                 terms: dict[str, torch.Tensor], stats: dict[str, torch.Tensor] | None = None):
-        self._recon = recon
-        self.latent, self.loss, self.terms, self.stats = latent, loss, terms, stats or {}
+                 terms: dict[str, torch.Tensor],
+                 stats: dict[str, torch.Tensor] | Callable[[], dict[str, torch.Tensor]] | None = None):
+        self._recon, self._stats = recon, stats
+        self.latent, self.loss, self.terms = latent, loss, terms
 
     @property
     def recon(self) -> torch.Tensor:
         if callable(self._recon):
             self._recon = self._recon()
         return self._recon
+
+    @property
+    def stats(self) -> dict[str, torch.Tensor]:
+        if callable(self._stats):
+            self._stats = self._stats()
+        return self._stats or {}
 
 
 @dataclass

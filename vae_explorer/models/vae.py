@@ -57,9 +57,8 @@ class VAE(Autoencoder):
         nll = self.likelihood.nll(params, x)
         kl = q.kl()
         terms = {"recon": nll.mean(), "kl": self.config.beta * kl.mean()}
-        stats = {"elbo": -(nll + kl).mean()}
         return ModelOutput(recon=lambda: self.likelihood.mean(params), latent=z, loss=sum(terms.values()), terms=terms,
-                           stats=stats)
+                           stats=lambda: {"elbo": -(nll + kl).mean()})
 
     @torch.no_grad()
     def log_likelihood(self, x: torch.Tensor, k: int = 100, chunk: int = 25) -> torch.Tensor:

@@ -124,8 +124,11 @@ class VectorQuantizer(nn.Module):
             self.codebook.copy_(ema_sum / smoothed[:, None])
 
     # Python-side bookkeeping that torch.compile must not trace: a step counter read into the
-    # graph would change its guards at every step and force a recompilation each time.
-    @torch.compiler.disable
+    # graph would change its guards at every step and force a recompilation each time. Named
+    # here rather than decorated with torch.compiler.disable, which imports torch._dynamo
+    # (1.5 s) in every process, compiling or not; training wraps it when it compiles.
+    eager_methods = ("_training_step",)
+
     def _training_step(self, r: torch.Tensor) -> None:
         """Initialise the codebook from data at the first step; re-seed unused codes every restart_every steps."""
         # The buffer persists "initialized" in checkpoints; the Python flag avoids reading it
@@ -205,7 +208,7 @@ class VQVAE(Autoencoder):
         terms["commitment"] = self.config.commitment * (z_e - z_q.detach()).square().sum(1).mean()
         return ModelOutput(
             recon=lambda: self.likelihood.mean(params), latent=z_q, loss=sum(terms.values()), terms=terms,
-            stats=self.code_stats(indices),
+            stats=lambda: self.code_stats(indices),
         )
 
     def code_stats(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
