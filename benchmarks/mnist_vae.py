@@ -189,8 +189,8 @@ def loss_over_seeds(args, seeds: list[int], env: dict, timed: dict[str, float]) 
     for name in ("classic", "ours"):
         losses = {args.seed: timed[name]}
         for seed in seeds:
-            run = run_classic(argparse.Namespace(**{**vars(args), "seed": seed})) if name == "classic" else \
-                run_ours(argparse.Namespace(**{**vars(args), "seed": seed}), OURS[name], env)
+            seed_args = argparse.Namespace(**{**vars(args), "seed": seed})
+            run = run_classic(seed_args) if name == "classic" else run_ours(seed_args, OURS[name], env)
             losses[seed] = run["test_loss"]
             print(f"seed {seed}: {name} test loss {losses[seed]:.3f}", file=sys.stderr, flush=True)
         values = list(losses.values())

@@ -206,9 +206,8 @@ def _keep_eager(net: torch.nn.Module) -> None:
     """Run each module's `eager_methods` outside compiled graphs (torch.compiler.disable)."""
     for module in net.modules():
         for name in getattr(module, "eager_methods", ()):
-            method = getattr(module, name)
-            if not getattr(method, "_torchdynamo_disable", False):  # once, even if fit runs again
-                setattr(module, name, torch.compiler.disable(method))
+            if name not in vars(module):  # not wrapped yet (a second fit on the same model keeps the first wrap)
+                setattr(module, name, torch.compiler.disable(getattr(module, name)))
 
 
 def _loss_function(net: torch.nn.Module, autocast, compile: bool, batch_size: int = 0):
