@@ -1,0 +1,122 @@
+"""FusedAdam against the reference it replaces: torch.optim.Adam(fused=True), step by step."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from vae_explorer import build_model
+from vae_explorer.optim import FusedAdam
+
+from .conftest import REPO
+
+SETTINGS = [dict(lr=1e-3), dict(lr=3e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)]
+
+
+def _pair(**settings):
+    torch.manual_seed(0)
+    ours = build_model("vae", input_shape=(1, 8, 8), latent_dim=3)
+    ref = build_model("vae", input_shape=(1, 8, 8), latent_dim=3)
+    ref.load_state_dict(ours.state_dict())
+    return ours, FusedAdam(ours.parameters(), **settings), ref, torch.optim.Adam(ref.parameters(), fused=True, **settings)
+
+
+def _set_grads(models, step: int, skip: int | None = None):
+    g = torch.Generator().manual_seed(step)
+    grads = [torch.randn(p.shape, generator=g) * 10.0 ** (i % 3 - 1) for i, p in enumerate(models[0].parameters())]
+    for model in models:
+        for i, (p, grad) in enumerate(zip(model.parameters(), grads)):
+            p.grad = None if i == skip else grad.clone()
+
+
+def _assert_same(ours, opt, ref, ref_opt):
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+    mine, theirs = opt.state_dict(), ref_opt.state_dict()
+    assert mine["state"].keys() == theirs["state"].keys()
+    for i, s in theirs["state"].items():
+        for key, value in s.items():
+            assert torch.equal(mine["state"][i][key], value), (i, key)
+    assert {k: v for k, v in mine["param_groups"][0].items() if k in ("lr", "betas", "eps", "weight_decay", "params")} \
+        == {k: v for k, v in theirs["param_groups"][0].items() if k in ("lr", "betas", "eps", "weight_decay", "params")}
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_steps_are_bit_identical_to_torch_adam(settings):
+    ours, opt, ref, ref_opt = _pair(**settings)
+    for step in range(12):
+        # Step 5 leaves parameter 2 without a gradient: both optimizers must skip it (its step count too).
+        _set_grads([ours, ref], step, skip=2 if step == 5 else None)
+        opt.step()
+        ref_opt.step()
+        _assert_same(ours, opt, ref, ref_opt)
+    assert opt.state_dict()["state"][2]["step"].item() == 11 and opt.state_dict()["state"][0]["step"].item() == 12
+
+
+def test_a_parameter_that_never_had_a_gradient_has_no_state_like_torch():
+    ours, opt, ref, ref_opt = _pair()
+    for step in range(3):
+        _set_grads([ours, ref], step, skip=0)
+        opt.step()
+        ref_opt.step()
+    assert 0 not in opt.state_dict()["state"] and 0 not in ref_opt.state_dict()["state"]
+    _assert_same(ours, opt, ref, ref_opt)
+
+
+@pytest.mark.parametrize("direction", ["torch_to_ours", "ours_to_torch"])
+def test_state_dicts_interchange_with_torch_adam(direction):
+    # Checkpoints written before FusedAdam hold torch.optim.Adam state; they must resume exactly.
+    ours, opt, ref, ref_opt = _pair(lr=1e-2)
+    for step in range(4):
+        _set_grads([ours, ref], step)
+        opt.step()
+        ref_opt.step()
+    torch.manual_seed(1)
+    fresh = build_model("vae", input_shape=(1, 8, 8), latent_dim=3)
+    if direction == "torch_to_ours":
+        fresh.load_state_dict(ref.state_dict())
+        resumed = FusedAdam(fresh.parameters(), lr=0.5)  # the saved lr wins, as in torch.optim
+        resumed.load_state_dict(ref_opt.state_dict())
+        model_a, opt_a, model_b, opt_b = fresh, resumed, ref, ref_opt
+    else:
+        fresh.load_state_dict(ours.state_dict())
+        resumed = torch.optim.Adam(fresh.parameters(), lr=0.5, fused=True)
+        resumed.load_state_dict(opt.state_dict())
+        model_a, opt_a, model_b, opt_b = ours, opt, fresh, resumed
+    for step in range(4, 8):
+        _set_grads([model_a, model_b], step)
+        opt_a.step()
+        opt_b.step()
+    for a, b in zip(model_a.parameters(), model_b.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_zero_grad_and_clear_errors():
+    ours, opt, _, _ = _pair()
+    _set_grads([ours], 0)
+    opt.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.any() for p in ours.parameters())
+    opt.zero_grad()
+    assert all(p.grad is None for p in ours.parameters())
+    with pytest.raises(ValueError, match="no parameters"):
+        FusedAdam([])
+    with pytest.raises(ValueError, match="one device"):
+        FusedAdam([torch.nn.Parameter(torch.zeros(2, device="meta"))])
+    _set_grads([ours], 0)
+    opt.step()
+    with pytest.raises(ValueError, match="8 parameters"):
+        FusedAdam(torch.nn.Linear(2, 2).parameters()).load_state_dict(opt.state_dict())
+    other = build_model("vae", input_shape=(1, 8, 8), latent_dim=5)  # as many tensors, other shapes
+    with pytest.raises(ValueError, match="shape"):
+        FusedAdam(other.parameters()).load_state_dict(opt.state_dict())
+
+
+def test_training_does_not_import_the_compiler():
+    # torch.optim imports torch._dynamo (over a second) when an optimizer is built; fit must not.
+    code = ("import sys; from vae_explorer import TrainConfig, build_model, fit, load_dataset; d = load_dataset('digits'); "
+            "fit(build_model('vae', input_shape=d.input_shape), d, TrainConfig(epochs=1, device='cpu', iwae_k=2)); "
+            "print('torch._dynamo' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.stdout.strip() == "False", proc.stdout + proc.stderr[-2000:]
