@@ -352,8 +352,9 @@ def fit(model: Autoencoder, data: ImageData, config: TrainConfig,
                 report("step", epoch + 1, step + 1, t_epoch, sums, seen)
         if stopped:
             break
-        train_time = time.perf_counter() - t_epoch
+        # tolist() waits for the device: on a GPU the epoch's time must include its queued kernels.
         train_metrics = dict(zip(term_names, (sums / max(seen, 1)).tolist()))
+        train_time = time.perf_counter() - t_epoch
         if not all(math.isfinite(v) for v in train_metrics.values()):
             raise TrainingError(f"training diverged in epoch {epoch + 1}: loss is {train_metrics['loss']}; "
                                 "try a lower learning rate (the last good checkpoint is kept)")
