@@ -104,6 +104,8 @@ def test_zero_grad_and_clear_errors():
         FusedAdam([])
     with pytest.raises(ValueError, match="one device"):
         FusedAdam([torch.nn.Parameter(torch.zeros(2, device="meta"))])
+    with pytest.raises(ValueError, match="one floating-point dtype"):
+        FusedAdam([torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))])
     _set_grads([ours], 0)
     opt.step()
     with pytest.raises(ValueError, match="8 parameters"):

@@ -30,10 +30,11 @@ class FusedAdam:
         self.params = list(params)  # all of them, frozen ones too: state indices match torch.optim's
         if not self.params:
             raise ValueError("FusedAdam got no parameters")
-        devices = {p.device for p in self.params}
-        if len(devices) != 1 or next(iter(devices)).type not in FUSED_DEVICES:
+        kinds = {(p.device, p.dtype) for p in self.params}  # the kernel takes one device and dtype per call
+        device, dtype = next(iter(kinds))
+        if len(kinds) != 1 or device.type not in FUSED_DEVICES or not dtype.is_floating_point:
             raise ValueError(f"FusedAdam needs all parameters on one device of type {' or '.join(FUSED_DEVICES)}, "
-                             f"got {', '.join(sorted(map(str, devices)))}")
+                             f"with one floating-point dtype; got {', '.join(sorted(f'{d} {t}' for d, t in kinds))}")
         self.lr, self.betas, self.eps, self.weight_decay = float(lr), tuple(betas), float(eps), float(weight_decay)
         self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
