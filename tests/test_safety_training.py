@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import re
@@ -201,10 +202,11 @@ def test_kill_9_at_random_moments_never_breaks_the_checkpoint(tmp_path):
     load_checkpoint(path)
 
 
-def test_resume_after_an_interruption_equals_an_uninterrupted_run(digits, tmp_path):
+@pytest.mark.parametrize("precision", ["auto", "fp16"])  # fp16: the loss scaler's state is saved and restored too
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(digits, tmp_path, precision):
     def run(stop=None, callback=None, resume=False):
         config = TrainConfig(epochs=4, batch_size=128, seed=3, device="cpu", iwae_k=0, log_every=1,
-                             checkpoint=str(tmp_path / "run"))
+                             checkpoint=str(tmp_path / "run"), precision=precision)
         return fit(_model("vae", seed=1), digits, config, callback=callback, stop=stop, resume=resume)
 
     class StopMidEpoch3:
@@ -221,9 +223,17 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(digits, tmp_pa
 
     interrupted = run(stop=stop, callback=count)
     assert interrupted.stopped and len(interrupted.history) == 2  # epoch 3 was half done, not saved
-    assert read_metadata(tmp_path / f"run{SUFFIX}")["epoch"] == 2
+    saved = read_metadata(tmp_path / f"run{SUFFIX}")
+    assert saved["epoch"] == 2
+    if precision == "fp16":  # one growth-tracker count per step without overflow
+        assert saved["train_state"]["grad_scaler"]["_growth_tracker"] == 2 * math.ceil(len(digits.train_x) / 128)
+    else:
+        assert "grad_scaler" not in saved["train_state"]
     resumed = run(resume=True)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    if precision == "fp16":  # counted on from the saved state, not from zero
+        tracker = read_metadata(tmp_path / f"run{SUFFIX}")["train_state"]["grad_scaler"]["_growth_tracker"]
+        assert tracker == 4 * math.ceil(len(digits.train_x) / 128)
     (tmp_path / f"run{SUFFIX}").unlink()
     straight = run()
     for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):

@@ -41,6 +41,11 @@ class FusedAdam:
         # float32 step counts on the parameters' device, as the fused kernel reads them.
         self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
 
+    @property
+    def param_groups(self) -> list[dict]:
+        # What torch.amp.GradScaler reads to unscale gradients before `step` (fp16 training).
+        return [{"params": self.params, "lr": self.lr}]
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
             if set_to_none:

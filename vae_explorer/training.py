@@ -185,23 +185,29 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
     return torch.optim.Adam(model.parameters(), lr=config.lr, foreach=True)
 
 
-def _train_state(optimizer: Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimizer + RNG as flat tensors (safetensors) and JSON, for exact resume."""
+def _train_state(optimizer: Optimizer, scaler: torch.amp.GradScaler | None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer + RNG (+ fp16 loss scale) as flat tensors (safetensors) and JSON, for exact resume."""
     sd = optimizer.state_dict()
     tensors = {f"optim.{i}.{k}": v for i, s in sd["state"].items() for k, v in s.items() if torch.is_tensor(v)}
     tensors["rng.cpu"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    return tensors, {"param_groups": sd["param_groups"]}
+    info = {"param_groups": sd["param_groups"]}
+    if scaler is not None:
+        info["grad_scaler"] = scaler.state_dict()
+    return tensors, info
 
 
-def _restore_train_state(optimizer: Optimizer, tensors: dict[str, torch.Tensor], info: dict) -> None:
+def _restore_train_state(optimizer: Optimizer, scaler: torch.amp.GradScaler | None, tensors: dict[str, torch.Tensor],
+                         info: dict) -> None:
     state: dict[int, dict] = defaultdict(dict)
     for key, v in tensors.items():
         if key.startswith("optim."):
             _, i, k = key.split(".", 2)
             state[int(i)][k] = v
     optimizer.load_state_dict({"state": dict(state), "param_groups": info["param_groups"]})
+    if scaler is not None and "grad_scaler" in info:
+        scaler.load_state_dict(info["grad_scaler"])
     torch.set_rng_state(tensors["rng.cpu"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
@@ -284,6 +290,8 @@ def fit(model: Autoencoder, data: ImageData, config: TrainConfig,
     optimizer = make_optimizer(model, config, device)
     precision = choose_precision(config.precision, device, model)
     autocast = _autocast(device, precision)
+    # fp16 gradients underflow to zero without loss scaling; bf16 has fp32's range and needs none.
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     history: list[dict] = []
     recon_history: list[torch.Tensor] = []
     start_epoch = 0
@@ -297,7 +305,7 @@ def fit(model: Autoencoder, data: ImageData, config: TrainConfig,
             raise TrainingError(f"{ckpt}: cannot resume, the file has no training state (a shipped, stripped checkpoint?)")
         saved, _ = load_checkpoint(ckpt, device)
         model.load_state_dict(saved.state_dict())
-        _restore_train_state(optimizer, load_train_state(ckpt), meta["train_state"])
+        _restore_train_state(optimizer, scaler, load_train_state(ckpt), meta["train_state"])
         history = list(meta.get("metrics", []))
         start_epoch = len(history)
     else:  # a fresh run (also --resume with no checkpoint yet)
@@ -343,8 +351,13 @@ def fit(model: Autoencoder, data: ImageData, config: TrainConfig,
             x = to_float(train_x.index_select(0, perm[step * config.batch_size:(step + 1) * config.batch_size]))
             loss, values = loss_function(x)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:  # skips the step (and lowers the scale) when a scaled gradient overflowed
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             b = len(x)
             seen += b
             sums = values * b if sums is None else sums.add_(values, alpha=b)
@@ -369,7 +382,7 @@ def fit(model: Autoencoder, data: ImageData, config: TrainConfig,
                         "train_seconds": round(train_time, 3),
                         "images_per_s": round(seen * world / max(train_time, 1e-9), 1)})
         if ckpt is not None:
-            tensors, info = _train_state(optimizer)
+            tensors, info = _train_state(optimizer, scaler)
             meta = {
                 "dataset": {**data.describe(), **(dataset_info or {})},
                 "training": {**asdict(config), "device": str(device), "precision": precision, "world_size": world},
