@@ -39,12 +39,15 @@ BUILD = {  # a fresh process builds one optimizer; prints the seconds it took
 }
 
 
+def yardstick_model(data):
+    torch.manual_seed(0)
+    return build_model("vae", input_shape=data.input_shape, latent_dim=20, hidden=(400,), likelihood="bernoulli")
+
+
 class Trainer:
     def __init__(self, name: str, data, precision: str):
-        torch.manual_seed(0)
         self.name = name
-        self.model = build_model("vae", input_shape=data.input_shape, latent_dim=20, hidden=(400,),
-                                 likelihood="bernoulli")
+        self.model = yardstick_model(data)
         params = self.model.parameters()
         self.opt = torch.optim.Adam(params, lr=1e-3, fused=True) if name == "torch.optim.Adam" else FusedAdam(params)
         self.loss_function, _ = _loss_function(self.model, _autocast(torch.device("cpu"), precision), False, BATCH)
@@ -86,12 +89,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     data = load_dataset("mnist", root=args.data_root)
     perm = _epoch_permutation(len(data.train_x), 0, 0, "cpu")
-    probe = build_model("vae", input_shape=data.input_shape, latent_dim=20, hidden=(400,), likelihood="bernoulli")
-    precision = choose_precision(TrainConfig().precision, torch.device("cpu"), probe)
+    precision = choose_precision(TrainConfig().precision, torch.device("cpu"), yardstick_model(data))
     ref, ours = Trainer("torch.optim.Adam", data, precision), Trainer("FusedAdam", data, precision)
     for t in (ref, ours):
         t.block(data, perm, 10)  # warm-up, not kept
-        t.step_seconds.clear(), t.optimizer_seconds.clear()
+        t.step_seconds.clear()
+        t.optimizer_seconds.clear()
     for b in range(args.blocks):
         for t in ((ref, ours) if b % 2 == 0 else (ours, ref)):
             t.block(data, perm)
