@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import io
 import json
 import os
@@ -29,7 +30,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +42,10 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from vae_explorer.server.launcher import AppProcess  # noqa: E402  (the one app launcher, shared with the tests)
+
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_DATA_ROOT = str(ROOT.parent / "shared" / "datasets") if (ROOT.parent / "shared" / "datasets").is_dir() \
     else "/work/shared/datasets"
@@ -74,12 +78,6 @@ def install_signal_handlers() -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handler)
     atexit.register(_run_cleanups)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load_average() -> list[float]:
@@ -118,77 +116,18 @@ def prepare_checkpoints(source: Path, dest: Path, data_root: str | None, mnist_c
 
 # ---- the server -----------------------------------------------------------------------------
 
-class AppServer:
-    """`python app.py` in its own process group; `stop()` ends it and its workers."""
-
-    def __init__(self, checkpoints: Path, data_root: str | None, port: int | None = None,
-                 umap_warmup: bool = False, log_path: Path | None = None, startup_timeout: float = 120.0):
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path or Path(tempfile.mkstemp(prefix="vae-explorer-app-", suffix=".log")[1])
-        cmd = [sys.executable, "app.py", "--port", str(self.port), "--checkpoints", str(checkpoints)]
-        if data_root:
-            cmd += ["--data-root", data_root]
-        if not umap_warmup:
-            cmd.append("--no-umap-warmup")
-        self._log = open(self.log_path, "wb")
-        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-        t0 = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        _CLEANUPS.append(self.stop)
-        try:
-            self._wait_ready(startup_timeout)
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_s = time.perf_counter() - t0
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the app exited with code {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if requests.get(f"{self.url}/gradio_api/info", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.25)
-        raise RuntimeError(f"the app did not answer within {timeout:.0f} s:\n{self.log_tail()}")
-
-    def log_tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            for sig, wait in ((signal.SIGINT, 5.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-                try:
-                    os.killpg(self.proc.pid, sig)  # the group: the server and its training/UMAP workers
-                except ProcessLookupError:
-                    break
-                try:
-                    self.proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        try:  # workers left in the group after the leader ended
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        if not self._log.closed:
-            self._log.close()
-        if self.stop in _CLEANUPS:
-            _CLEANUPS.remove(self.stop)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+@contextlib.contextmanager
+def running_app(checkpoints: Path, data_root: str | None, **kwargs):
+    """`AppProcess` (python app.py in its own process group) whose `stop` also runs from the atexit and
+    SIGTERM/SIGHUP cleanups, so no server or worker outlives this script."""
+    app = AppProcess(checkpoints, data_root, **kwargs)  # stops itself if it never answers
+    _CLEANUPS.append(app.stop)
+    try:
+        yield app
+    finally:
+        app.stop()
+        if app.stop in _CLEANUPS:
+            _CLEANUPS.remove(app.stop)
 
 
 class CallError(RuntimeError):
@@ -278,8 +217,15 @@ def stats_ms(seconds: list[float]) -> dict:
 # ---- training in the server -----------------------------------------------------------------
 
 def train_args(model: str, dataset: str, epochs: int, name: str, latent_dim: int = 2) -> list:
-    # [model, dataset, latent_dim, beta, likelihood, noise_std, epochs, lr, batch_size, device, name]
-    return [model, dataset, latent_dim, 1.0, "bernoulli", 0.0, epochs, 1e-3, 128, "cpu", name]
+    """The Train tab's inputs: [model, dataset, latent_dim, beta, likelihood, noise_std, epochs, lr, batch_size,
+    device, name, more settings]. beta and noise_std are the preset's where the model has them and None where
+    not (the page hides them; a value there is refused), as the page sends them."""
+    from vae_explorer.models import MODELS
+
+    preset, has = MODELS[model].preset, MODELS[model].settings()
+    beta = preset.beta if "beta" in has else None
+    noise_std = preset.noise_std if "noise_std" in has else None
+    return [model, dataset, latent_dim, beta, "bernoulli", noise_std, epochs, 1e-3, 128, "cpu", name, ""]
 
 
 def train_state(client: Client) -> str:
@@ -301,7 +247,7 @@ def start_training(client: Client, model: str, dataset: str, epochs: int, name: 
     raise RuntimeError(f"the training did not start within {timeout:.0f} s: {status}")
 
 
-def renice_training(server: AppServer, niceness: int) -> list[int]:
+def renice_training(server: AppProcess, niceness: int) -> list[int]:
     """Lower the priority of the server's training worker (an experiment: what `os.nice` in the worker would do).
 
     Only processes in the server's own process group, which this script started, are touched."""
@@ -311,7 +257,8 @@ def renice_training(server: AppServer, niceness: int) -> list[int]:
             continue
         try:
             cmd = (d / "cmdline").read_bytes().split(b"\0")
-            if b"vae_explorer.jobs" in cmd and os.getpgid(int(d.name)) == server.proc.pid:
+            training = cmd[1:4] == [b"-m", b"vae_explorer", b"train"] and b"--events" in cmd  # the jobs' worker
+            if training and os.getpgid(int(d.name)) == server.proc.pid:
                 os.setpriority(os.PRIO_PROCESS, int(d.name), niceness)
                 pids.append(int(d.name))
         except (OSError, ProcessLookupError):
@@ -407,8 +354,7 @@ def in_process_breakdown(checkpoints: Path, data_root: str | None, names: list[s
     """Handler (Explorer.decode_sliders) and PNG encoding timed in this process, one torch thread like the app."""
     import torch
 
-    sys.path.insert(0, str(ROOT))
-    from vae_explorer.views import Explorer
+    from vae_explorer.server import Explorer
 
     torch.set_num_threads(1)
     ex = Explorer(checkpoints, data_root, projection_cache="")  # "": no UMAP cache folder
@@ -430,7 +376,7 @@ def in_process_breakdown(checkpoints: Path, data_root: str | None, names: list[s
                 encode.append(t2 - t1)
         out[name] = {"handler_decode_sliders": stats_ms(handler), "png_encode": stats_ms(encode),
                      "image_size": list(im.size), "png_bytes": len(buf.getvalue())}
-    ex.umap.close()
+    ex.close()
     return out
 
 
@@ -447,13 +393,12 @@ def noop_overhead(client: Client, calls: int = 100) -> dict:
 
 
 def expected_decode_size(checkpoints: Path, data_root: str | None, name: str) -> tuple[int, int]:
-    """The decoded image's (width, height): the model's input size × display_scale(…, 192)."""
-    sys.path.insert(0, str(ROOT))
-    from vae_explorer.catalog import Catalog
-    from vae_explorer.views import display_scale
+    """The decoded image's (width, height): the model's input size × IMAGES.scale_for(…, 192)."""
+    from vae_explorer.data import IMAGES
+    from vae_explorer.server.catalog import Catalog
 
     shape = Catalog(checkpoints, data_root).get(name).input_shape
-    s = display_scale(shape, 192)
+    s = IMAGES.scale_for(shape, 192)
     return shape[2] * s, shape[1] * s
 
 
@@ -521,7 +466,7 @@ def main(argv=None) -> int:
         print("in-process handler and PNG timing...", flush=True)
         result["in_process"] = in_process_breakdown(ckpt, args.data_root, names)
         print("starting the app...", flush=True)
-        with AppServer(ckpt, args.data_root, log_path=tmp / "app.log") as server:
+        with running_app(ckpt, args.data_root, log_path=tmp / "app.log") as server:
             result["server_startup_s"] = round(server.startup_s, 2)
             client = Client(server.url)
             ranges = {n: slider_ranges(client, n, args.index) for n in names}

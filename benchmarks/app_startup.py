@@ -16,18 +16,18 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from vae_explorer.server.launcher import AppProcess  # noqa: E402  (the one app launcher, shared with the tests)
+
 RESULTS = ROOT / "benchmarks" / "results" / "app_startup.json"
 CHROMIUM = "/usr/bin/chromium"
 
@@ -37,53 +37,15 @@ JS_MAP_DRAWN = """() => { const gd = document.querySelector('#map_left .js-plotl
               && gd._fullData[0].x.length > 0 && gd.querySelector('canvas')); }"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http_200(url: str, proc: subprocess.Popen, deadline: float) -> None:
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app.py exited with code {proc.returncode} before answering")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer 200 in time")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Ctrl-C, as a person would (the app then closes its job manager and UMAP worker); kill if stuck."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def one_run(browser, timeout: float, log_path: Path) -> dict:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
     external: list[str] = []
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost",
-           "no_proxy": "127.0.0.1,localhost"}
     load_before = round(os.getloadavg()[0], 2)  # other work on a small machine skews every number here
-    with open(log_path, "w") as log:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--no-umap-warmup"], cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        context = None
+    # AppProcess: `python app.py --port <free port> --no-umap-warmup` from the repo root, returned once
+    # GET / answers 200; `started` is the clock before the process was started.
+    with AppProcess(log_path=log_path, startup_timeout=timeout) as app:
+        t_http = app.startup_s
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
         try:
-            wait_http_200(url, proc, time.time() + timeout)
-            t_http = time.perf_counter() - t0
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
             page = context.new_page()
 
             def route(r):
@@ -95,16 +57,14 @@ def one_run(browser, timeout: float, log_path: Path) -> dict:
 
             page.route("**/*", route)
             t_nav = time.perf_counter()
-            page.goto(url, timeout=timeout * 1000)
+            page.goto(f"{app.url}/", timeout=timeout * 1000)
             page.wait_for_function(JS_MAP_DRAWN, timeout=timeout * 1000, polling=50)
-            t_map = time.perf_counter() - t0
+            t_map = time.perf_counter() - app.started
             return {"http_200_s": round(t_http, 3), "first_map_s": round(t_map, 3),
                     "page_to_map_s": round(time.perf_counter() - t_nav, 3), "external_requests": external,
                     "load_avg_1min_before": load_before}
         finally:
-            if context is not None:
-                context.close()
-            stop(proc)
+            context.close()
 
 
 def main(argv=None) -> int:
@@ -116,7 +76,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         # Run as a shell's background job, SIGINT comes ignored, the server would inherit that and
-        # ignore the Ctrl-C that `stop` sends; a handled signal is reset to the default at exec.
+        # ignore the Ctrl-C that AppProcess.stop sends first; a handled signal is reset to the default at exec.
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     from playwright.sync_api import sync_playwright

@@ -27,14 +27,14 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from vae_explorer import TrainConfig, build_model, fit, load_dataset  # noqa: E402
-from vae_explorer.training import resolve_device  # noqa: E402
+from vae_explorer.devices import resolve_device  # noqa: E402
 
 GOAL_SECONDS = 0.1
 
 
 def measure(data, device: str, batch_size: int, epochs: int, compile: bool, seed: int) -> dict:
     torch.manual_seed(seed)
-    model = build_model("vae", input_shape=data.input_shape, latent_dim=20, hidden=(400,), likelihood="bernoulli")
+    model = build_model("vae", **data.model_settings(), latent_dim=20, hidden=(400,), likelihood="bernoulli")
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=1e-3, seed=seed, device=device, compile=compile,
                          iwae_k=0, history_images=0)
     result = fit(model, data, config)

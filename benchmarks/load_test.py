@@ -49,7 +49,6 @@ from app_latency import (  # noqa: E402
     MAX_SLIDERS,
     RESULTS,
     ROOT,
-    AppServer,
     CallError,
     Client,
     StatusPoller,
@@ -58,6 +57,7 @@ from app_latency import (  # noqa: E402
     load_average,
     machine_info,
     prepare_checkpoints,
+    running_app,
     start_training,
     stats_ms,
     train_state,
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
 
         import torch
 
-        from vae_explorer.views import Explorer
+        from vae_explorer.server import Explorer
 
         torch.set_num_threads(1)  # as the server does: same arithmetic, same pixels
         ex = Explorer(ckpt, args.data_root, projection_cache="")
@@ -246,7 +246,7 @@ def main(argv=None) -> int:
         result["planned"] = dict(Counter(r["kind"] for plan in plans for r in plan))
 
         print("starting the app...", flush=True)
-        with AppServer(ckpt, args.data_root, log_path=tmp / "app.log") as server:
+        with running_app(ckpt, args.data_root, log_path=tmp / "app.log") as server:
             client = Client(server.url)
             poller = None
             if not args.no_training:

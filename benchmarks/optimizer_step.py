@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from vae_explorer import TrainConfig, build_model, load_dataset  # noqa: E402
-from vae_explorer.data import to_float  # noqa: E402
+from vae_explorer.devices import autocast, choose_precision  # noqa: E402
 from vae_explorer.optim import FusedAdam  # noqa: E402
-from vae_explorer.training import _autocast, _epoch_permutation, _loss_function, choose_precision  # noqa: E402
+from vae_explorer.training import _epoch_permutation, _loss_function  # noqa: E402
 
 BATCH = 128
 BUILD = {  # a fresh process builds one optimizer; prints the seconds it took
@@ -41,7 +41,7 @@ BUILD = {  # a fresh process builds one optimizer; prints the seconds it took
 
 def yardstick_model(data):
     torch.manual_seed(0)
-    return build_model("vae", input_shape=data.input_shape, latent_dim=20, hidden=(400,), likelihood="bernoulli")
+    return build_model("vae", **data.model_settings(), latent_dim=20, hidden=(400,), likelihood="bernoulli")
 
 
 class Trainer:
@@ -50,7 +50,7 @@ class Trainer:
         self.model = yardstick_model(data)
         params = self.model.parameters()
         self.opt = torch.optim.Adam(params, lr=1e-3, fused=True) if name == "torch.optim.Adam" else FusedAdam(params)
-        self.loss_function, _ = _loss_function(self.model, _autocast(torch.device("cpu"), precision), False, BATCH)
+        self.loss_function, _ = _loss_function(self.model, autocast(torch.device("cpu"), precision), False, BATCH)
         self.step_seconds, self.optimizer_seconds = [], []
         self.i = 0
 
@@ -60,7 +60,7 @@ class Trainer:
         for _ in range(steps):
             s = self.i % (len(perm) // BATCH)
             self.i += 1
-            x = to_float(data.train_x.index_select(0, perm[s * BATCH:(s + 1) * BATCH]))
+            x = data.kind.prepare(data.train_x.index_select(0, perm[s * BATCH:(s + 1) * BATCH]))
             loss, _ = self.loss_function(x)
             t = time.perf_counter()
             self.opt.zero_grad(set_to_none=True)

@@ -37,7 +37,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vae_explorer import MODELS, TrainConfig, add_noise, build_model, fit, load_dataset, psnr, to_float  # noqa: E402
+from vae_explorer import MODELS, TrainConfig, build_model, fit, load_dataset, psnr  # noqa: E402
+from vae_explorer.data.images import add_noise, to_float  # noqa: E402
 
 VAES = ("vae", "beta_vae", "conv_vae")
 # The digits VAEs' likelihood for the PCA bar (see the module docstring).
@@ -89,7 +90,7 @@ def train(name, data, k, epochs, batch_size, lr=1e-3, **overrides):
     torch.manual_seed(0)
     if name in ("vq_vae", "rvq_vae"):
         overrides.setdefault("code_dim", 2 if k % 2 == 0 else 1)
-    model = build_model(name, input_shape=data.input_shape, latent_dim=k, **overrides)
+    model = build_model(name, **data.model_settings(), latent_dim=k, **overrides)
     t0 = time.perf_counter()
     fit(model, data, TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, iwae_k=0, history_images=0))
     return model, time.perf_counter() - t0, describe(model, epochs, batch_size, lr, overrides)

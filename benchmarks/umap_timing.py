@@ -1,4 +1,4 @@
-"""UMAP timings through `vae_explorer.projections.UmapProjector`, on the MNIST test codes.
+"""UMAP timings through `vae_explorer.server.umap_worker.UmapProjector`, on the MNIST test codes.
 
 The codes are those the app shows: `Catalog(dir, data_root).get(name).codes` of a
 small MNIST VAE (latent 20; trained here for one epoch, or --mnist-checkpoint),
@@ -15,7 +15,7 @@ the page's 2 s timer, but every 50 ms) or `warm_up`:
                        4,096 points on; the app's warm-up fits 300 and then 5,000 points), then the fit
 
 and, in this process after one compiling fit, the warm fit time of other UMAP
-settings, to compare with the app's (projections.UMAP_SETTINGS).
+settings, to compare with the app's (umap_worker.UMAP_SETTINGS).
 
 Then (skip with --no-server) the app itself: decode latency through raw HTTP
 while the server's UMAP worker fits the same codes after a `latent_map` request
@@ -49,7 +49,6 @@ from app_latency import (  # noqa: E402
     DEFAULT_DATA_ROOT,
     RESULTS,
     ROOT,
-    AppServer,
     Client,
     decode_values,
     finish,
@@ -58,6 +57,7 @@ from app_latency import (  # noqa: E402
     machine_info,
     png_size,
     prepare_checkpoints,
+    running_app,
     slider_ranges,
     stats_ms,
 )
@@ -82,7 +82,7 @@ def wait_for(projector, key: str, codes: np.ndarray, timeout: float, poll: float
 
 def projector_timings(codes: np.ndarray, key: str, tmp: Path, timeout: float, skip_uncached: bool,
                       big_warm_up: bool) -> dict:
-    from vae_explorer.projections import UmapProjector
+    from vae_explorer.server.umap_worker import UmapProjector
 
     out = {}
 
@@ -173,7 +173,7 @@ def parameter_variants(codes: np.ndarray) -> dict:
 def server_check(ckpt: Path, data_root: str, name: str, tmp: Path, calls: int, timeout: float) -> dict:
     """Decode latency while the app's UMAP worker fits `name`'s codes, against idle."""
     out = {}
-    with AppServer(ckpt, data_root, log_path=tmp / "app.log") as server:
+    with running_app(ckpt, data_root, log_path=tmp / "app.log") as server:
         client = Client(server.url)
         ranges = slider_ranges(client, name, 0)
         rng = random.Random(0)
@@ -234,11 +234,11 @@ def main(argv=None) -> int:
               "goal": {"warm_s": 10, "cached": "instant"}}
     try:
         import numba
-        import umap  # noqa: F401  (version only; fits run in the worker)
+        import umap  # the version only; fits run in the worker
 
-        from vae_explorer.catalog import Catalog
+        from vae_explorer.server.catalog import Catalog
 
-        result["versions"] = {"umap": __import__("umap").__version__, "numba": numba.__version__}
+        result["versions"] = {"umap": umap.__version__, "numba": numba.__version__}
         ckpt = tmp / "checkpoints"
         name = prepare_checkpoints(Path(args.checkpoints), ckpt, args.data_root, args.mnist_checkpoint,
                                    args.mnist_epochs)

@@ -1,10 +1,13 @@
-"""Train the checkpoints shipped in checkpoints/ (built-in digits, CPU, seeded).
+"""Train the checkpoints shipped in checkpoints/: one per registry model, on the
+built-in digits, CPU, seeded.
 
-    python scripts/make_checkpoints.py            # all of them, about two minutes on 2 cores
+    python scripts/make_checkpoints.py            # every registry model, a few minutes on 2 cores
     python scripts/make_checkpoints.py vae ae     # just these
 
-Each is `python -m vae_explorer train ...` followed by dropping the optimizer
-state (not needed to explore, triples the file size).
+Each is `python -m vae_explorer train --model NAME` with the model's preset, the
+registry entry's `shipped` settings and the common flags below, followed by
+dropping the optimizer state (not needed to explore, triples the file size).
+A new registry model gets its shipped checkpoint here with no change.
 """
 from __future__ import annotations
 
@@ -16,20 +19,8 @@ sys.path.insert(0, str(ROOT))
 
 from vae_explorer.checkpoints import load_checkpoint, read_metadata, save_checkpoint  # noqa: E402
 from vae_explorer.cli import main as cli  # noqa: E402
+from vae_explorer.models import MODELS, load_plugins  # noqa: E402
 
-# name -> extra train flags. Latent sizes: 2-D where the explorer's maps want the raw plane.
-SHIPPED = {
-    "ae": ["--latent-dim", "2"],
-    "vae": ["--latent-dim", "2"],
-    "beta_vae": ["--latent-dim", "2"],
-    "linear_ae": ["--latent-dim", "2", "--lr", "3e-3"],
-    "conv_ae": ["--latent-dim", "8"],
-    "conv_vae": ["--latent-dim", "8"],
-    "sparse_ae": ["--latent-dim", "128"],
-    "denoising_ae": ["--latent-dim", "16", "--noise-std", "0.5"],
-    "vq_vae": ["--latent-dim", "16"],
-    "rvq_vae": ["--latent-dim", "16"],
-}
 COMMON = ["--dataset", "digits", "--epochs", "150", "--batch-size", "64", "--seed", "0", "--device", "cpu",
           "--precision", "fp32", "--iwae-k", "100", "--quiet"]
 
@@ -41,10 +32,18 @@ def strip_train_state(path: Path) -> None:
     save_checkpoint(path, model, meta)
 
 
+def flags(settings: dict) -> list[str]:
+    """The CLI words for a registry entry's `shipped` settings."""
+    return [word for name, value in settings.items()
+            for word in ("--" + name.replace("_", "-"), ",".join(map(str, value)) if isinstance(value, tuple)
+                         else str(value))]
+
+
 def main(names: list[str]) -> None:
-    for name in names or SHIPPED:
+    load_plugins()
+    for name in names or MODELS:
         out = ROOT / "checkpoints" / f"digits_{name}"
-        code = cli(["train", "--model", name, *SHIPPED[name], *COMMON, "--out", str(out)])
+        code = cli(["train", "--model", name, *flags(MODELS[name].shipped), *COMMON, "--out", str(out)])
         if code:
             sys.exit(f"training {name} failed")
         strip_train_state(out.with_suffix(".safetensors"))

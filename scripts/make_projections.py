@@ -36,14 +36,15 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoints", default=str(ROOT / "checkpoints"))
     p.add_argument("--data-root", default=None, help="where mnist / fashion_mnist / cifar10 live")
     p.add_argument("--force", action="store_true", help="recompute files that exist already")
-    p.add_argument("--prune", action="store_true", help="delete .umap.npy files no checkpoint uses")
+    p.add_argument("--prune", action="store_true",
+                   help="delete projection files no checkpoint uses (also those of older UMAP settings)")
     p.add_argument("--seed", type=int, default=0, help="UMAP random_state (the app uses 0)")
     args = p.parse_args(argv)
 
     import numpy as np
 
-    from vae_explorer.projections import umap_fit
-    from vae_explorer.views import Explorer, ViewError
+    from vae_explorer.server import Explorer, ViewError
+    from vae_explorer.server.umap_worker import umap_fit
 
     ex = Explorer(args.checkpoints, args.data_root)
     names = args.names or ex.checkpoint_names()
@@ -83,13 +84,15 @@ def main(argv=None) -> int:
               f"({path.stat().st_size} B, {time.perf_counter() - t0:.1f} s)")
 
     if args.prune and ex.umap.cache_dir and ex.umap.cache_dir.is_dir() and not args.names:
-        for f in sorted(ex.umap.cache_dir.glob("*.umap.npy")):
-            if f.name[: -len(".umap.npy")] not in used_keys:
+        keep = {ex.umap.cache_file(key) for key in used_keys}  # <key>.<settings tag>.npy
+        for f in sorted(ex.umap.cache_dir.glob("*.npy")):
+            if f not in keep:  # a checkpoint gone or retrained, or older UMAP settings
                 f.unlink()
                 print(f"pruned {f.name}")
 
     # What the app does with them: a fresh projector reads each file, no worker is started.
-    fresh = Explorer(args.checkpoints, args.data_root).umap
+    reader = Explorer(args.checkpoints, args.data_root)
+    fresh = reader.umap
     for name, key, codes in written:
         if fresh.get(key, codes) is None:
             print(f"{name}: the app does not read the file back")
@@ -97,8 +100,8 @@ def main(argv=None) -> int:
     if fresh._worker is not None:
         print("a UMAP worker was started while reading the files back")
         failures += 1
-    fresh.close()
-    ex.umap.close()
+    reader.close()
+    ex.close()
     return 1 if failures else 0
 
 

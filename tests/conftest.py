@@ -1,7 +1,6 @@
 """Shared fixtures: the built-in digits, the repo's MNIST copy, small trained models."""
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -13,8 +12,21 @@ import pytest
 import torch
 
 from vae_explorer import TrainConfig, build_model, fit, load_dataset
+from vae_explorer.server.launcher import serve
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Test lanes: `pytest -m "not slow"` runs the functional core in well under a minute; the README's
+# test command runs everything. Tests that start a server, a subprocess or a browser are slow.
+SERVER_FIXTURES = {"app_server", "server", "client", "ui"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
+        if any(item.get_closest_marker(m) for m in ("server", "subprocess", "browser")):
+            item.add_marker(pytest.mark.slow)
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
 
@@ -33,7 +45,7 @@ def mnist_root():
 @pytest.fixture(scope="session")
 def trained_vae(digits):
     torch.manual_seed(0)
-    model = build_model("vae", input_shape=digits.input_shape, latent_dim=4)
+    model = build_model("vae", **digits.model_settings(), latent_dim=4)
     return fit(model, digits, TrainConfig(epochs=15, batch_size=64, iwae_k=0, history_images=0, device="cpu")).model
 
 
@@ -49,42 +61,17 @@ def copy_checkpoints(dest: Path) -> Path:
 @pytest.fixture(scope="session")
 def explorer(tmp_path_factory):
     """The explorer's shared state over a copy of the shipped checkpoints (handlers as functions)."""
-    from vae_explorer.views import Explorer
+    from vae_explorer.server import Explorer
 
     ex = Explorer(copy_checkpoints(tmp_path_factory.mktemp("checkpoints")))
     yield ex
-    ex.jobs.close()
-    ex.umap.close()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serve(explorer):
-    """The real app over `explorer`, on a free port of 127.0.0.1: yields its URL, closes it after."""
-    import app
-
-    demo = app.build_app(explorer)
-    port = free_port()
-    app.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        demo.close()
-        explorer.jobs.close()
-        explorer.umap.close()
+    ex.close()
 
 
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory):
     """The real app on a free port over a copy of the checkpoints: yields (url, explorer)."""
-    from vae_explorer.views import Explorer
+    from vae_explorer.server import Explorer
 
     ex = Explorer(copy_checkpoints(tmp_path_factory.mktemp("served-checkpoints")))
     with serve(ex) as url:

@@ -16,7 +16,7 @@ rank = dist.get_rank()
 data = load_dataset("digits")
 for name in ("vq_vae", "vae"):
     torch.manual_seed(rank)  # different initial weights per rank: DDP must make them agree
-    model = build_model(name, input_shape=data.input_shape)
+    model = build_model(name, **data.model_settings())
     if rank == 0 and name == "vae":
         save_file({k: v.clone() for k, v in model.state_dict().items()}, out / "init.safetensors")
     config = TrainConfig(epochs=2, batch_size=50, device="cpu", iwae_k=0,

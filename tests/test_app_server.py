@@ -90,14 +90,16 @@ def test_errors_come_back_as_messages_and_the_server_keeps_serving(client):
     with pytest.raises(Exception, match="not a checkpoint name"):
         client.predict("../../etc/passwd", api_name="/model_card")
     with pytest.raises(Exception, match="learning rate"):
-        client.predict("vae", "digits", 2, 1.0, "bernoulli", 0.0, 5, -1.0, 64, "auto", "", api_name="/train_start")
+        client.predict("vae", "digits", 2, 1.0, "bernoulli", None, 5, -1.0, 64, "auto", "", "", api_name="/train_start")
+    with pytest.raises(Exception, match="beta does not apply to model ae"):  # as the CLI says it
+        client.predict("ae", "digits", 2, 4.0, "bernoulli", None, 5, 1e-3, 64, "auto", "", "", api_name="/train_start")
     assert "digits_ae" in client.predict(api_name="/checkpoints")
 
 
 def test_training_through_the_server(client, app_server):
     _, explorer = app_server
-    status, curves, history, _timer = client.predict("ae", "digits", 2, 1.0, "bernoulli", 0.0, 2, 1e-3, 64, "auto",
-                                                     "served_ae", api_name="/train_start")
+    status, curves, history, _timer = client.predict("ae", "digits", 2, None, "bernoulli", 0.0, 2, 1e-3, 64, "auto",
+                                                     "served_ae", "", api_name="/train_start")
     assert "served_ae" in status
     deadline = time.time() + 90
     while time.time() < deadline and explorer.jobs.current.running:

@@ -12,6 +12,8 @@ from vae_explorer import MODELS, read_metadata
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.subprocess  # every test here starts the CLI or a training process
+
 
 def run(*args, check=True):
     proc = subprocess.run([sys.executable, "-m", "vae_explorer", *args], capture_output=True, text=True, cwd=REPO,
@@ -68,11 +70,14 @@ def test_train_resume_runs_the_remaining_epochs(tmp_path):
     (["train", "--lr", "0"], "learning rate must be a positive number"),
     (["train", "--epochs", "0"], "epochs must be at least 1"),
     (["train", "--dataset", "nope"], "unknown dataset"),
-    (["train", "--model", "ae", "--beta", "4"], "--beta does not apply to model ae"),
+    (["train", "--model", "ae", "--beta", "4"], "beta does not apply to model ae"),
     (["train", "--beta", "-1"], "beta must be >= 0"),
     (["train", "--batch-size", "100000"], "larger than the 1438 training images"),
     (["train", "--dataset", "folder", "--data-root", "/nonexistent-folder"], "not a directory"),
-    (["train", "--hidden", "a,b"], "comma-separated integers"),
+    (["train", "--hidden", "a,b"], "hidden must be comma-separated whole numbers"),
+    (["train", "--latent-dim", "2.5"], "latent_dim must be a whole number"),
+    (["train", "--squash", "--model", "vq_vae", "--codebook-size", "1e400"], "codebook_size must be a whole number"),
+    (["eval", "--checkpoint", "no_such_name"], "no_such_name: no such checkpoint file"),
     (["eval", "--checkpoint", "/nonexistent.safetensors"], "no such checkpoint file"),
     (["sample", "--checkpoint", "/nonexistent.safetensors"], "no such checkpoint file"),
     (["frobnicate"], "invalid choice"),

@@ -13,7 +13,7 @@ from vae_explorer import DatasetError, load_dataset
 
 
 def test_digits_ship_with_scikit_learn_and_split_is_fixed(digits):
-    assert digits.train_x.dtype == torch.uint8 and digits.input_shape == (1, 8, 8)
+    assert digits.train_x.dtype == torch.uint8 and digits.item_shape == (1, 8, 8)
     assert len(digits.train_x) + len(digits.test_x) == 1797
     assert int(digits.train_x.max()) == 255 and int(digits.train_x.min()) == 0
     assert set(digits.test_y.tolist()) == set(range(10))
@@ -32,7 +32,7 @@ def test_mnist_loads_from_the_shared_copy(mnist_root):
 
 def test_resize_and_channel_conversion(digits):
     data = load_dataset("digits", image_size=16, channels=3)
-    assert data.input_shape == (3, 16, 16)
+    assert data.item_shape == (3, 16, 16)
     assert torch.equal(data.train_x[:, 0], data.train_x[:, 2])  # grey -> RGB copies the channel
 
 
@@ -51,12 +51,12 @@ def _write_images(root, n_per_class=6):
 def test_folder_of_images(tmp_path):
     _write_images(tmp_path)
     data = load_dataset("folder", str(tmp_path), image_size=24)
-    assert data.input_shape == (3, 24, 24)  # colour images present -> RGB
+    assert data.item_shape == (3, 24, 24)  # colour images present -> RGB
     assert data.classes == ["cats", "dogs", "owls"]
     assert len(data.train_x) + len(data.test_x) == 18  # the broken file is skipped, the .txt ignored
     assert set(torch.cat([data.train_y, data.test_y]).tolist()) == {0, 1, 2}
     grey = load_dataset("folder", str(tmp_path), image_size=12, channels=1)
-    assert grey.input_shape == (1, 12, 12)
+    assert grey.item_shape == (1, 12, 12)
 
 
 def test_folder_errors_are_clear(tmp_path):

@@ -1,4 +1,4 @@
-"""Background training: a real worker process trains, reports progress, saves a
+"""Background training: a real CLI process (`train --events`) trains, reports progress, saves a
 checkpoint every epoch, stops within a second on cancel, and its result is at
 once usable by every view."""
 from __future__ import annotations
@@ -8,7 +8,9 @@ import time
 import pytest
 
 from vae_explorer.checkpoints import load_checkpoint
-from vae_explorer.views import Explorer, ViewError
+from vae_explorer.server import Explorer, ViewError
+
+pytestmark = pytest.mark.subprocess  # every test here starts the CLI or a training process
 
 
 def wait_for(predicate, timeout: float, poll: float = 0.05):
@@ -24,8 +26,7 @@ def wait_for(predicate, timeout: float, poll: float = 0.05):
 def explorer(tmp_path):
     ex = Explorer(tmp_path / "checkpoints", projection_cache=tmp_path / "projections")
     yield ex
-    ex.jobs.close()
-    ex.umap.close()
+    ex.close()
 
 
 def test_a_finished_run_reports_progress_and_appears_in_the_pickers(explorer):
@@ -38,8 +39,8 @@ def test_a_finished_run_reports_progress_and_appears_in_the_pickers(explorer):
     job = explorer.jobs.current
     assert job.status == "finished", job.message
     assert "finished" in text and "on **cpu**" in text and "in every model picker" in text
-    assert [e["epoch"] for e in job.epochs] == [1, 2, 3]
-    assert {"recon", "codebook", "commitment", "perplexity"} <= set(job.epochs[-1]["test"])
+    assert [e.epoch for e in job.epochs] == [1, 2, 3]
+    assert {"recon", "codebook", "commitment", "perplexity"} <= set(job.epochs[-1].test)
     assert {tr.name for tr in fig.data} >= {"train loss", "test loss", "train recon"}
     assert history is not None and history.size[1] > history.size[0] / 8 * 3  # inputs + 3 epochs of rows
     assert "fresh_vq" in explorer.checkpoint_names()
@@ -85,3 +86,19 @@ def test_a_diverging_run_fails_with_a_message(explorer):
     job = explorer.jobs.current
     assert job.status == "failed" and "diverged" in job.message and "lower learning rate" in job.message
     assert "diverged" in explorer.train_status()[0]
+
+
+def test_the_job_runs_the_public_cli_with_the_spec_it_was_given(explorer):
+    """The background job is `python -m vae_explorer train <flags> --events`, built from the run's spec:
+    a setting only the page's extra box names (commitment) reaches the checkpoint."""
+    explorer.train_start(model="vq_vae", dataset="digits", name="via_cli", extra="commitment=0.5\nrestart_every=0",
+                         latent_dim=8, epochs=1, batch_size=64)
+    job = explorer.jobs.current
+    command = job._process.args
+    assert command[1:4] == ["-m", "vae_explorer", "train"] and command[-1] == "--events"
+    assert "--commitment" in command and command[command.index("--commitment") + 1] == "0.5"
+    assert wait_for(lambda: not job.running, timeout=90)
+    assert job.status == "finished", job.message
+    _, meta = load_checkpoint(explorer.catalog.path("via_cli"))
+    assert meta["config"]["commitment"] == 0.5 and meta["config"]["restart_every"] == 0
+    assert job.first is not None and job.first.items.shape == (8, 1, 8, 8)

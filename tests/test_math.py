@@ -10,7 +10,8 @@ import torch
 from scipy.linalg import subspace_angles
 from torch import distributions as D
 
-from vae_explorer import TrainConfig, build_model, fit, to_float
+from vae_explorer import TrainConfig, build_model, fit
+from vae_explorer.data.images import to_float
 from vae_explorer.models.distributions import DiagonalGaussian, standard_normal_log_prob
 from vae_explorer.models.likelihoods import build_likelihood
 

@@ -69,22 +69,30 @@ def test_every_likelihood_trains_a_step(name, likelihood):
     assert torch.isfinite(model(x).loss)
 
 
-def test_samplers():
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_sample_source_the_model_names_works(name):
+    """The contract's questions: each named sample source decodes finite outputs; the answers are well formed."""
     g = torch.Generator().manual_seed(0)
-    for name in MODELS:
-        model = build_model(name).eval()
-        images = model.sample(6, generator=g)
+    model = build_model(name).eval()
+    codes = model.encode(torch.rand(50, 1, 8, 8)).detach().numpy()
+    sources = model.sample_sources()
+    assert len(sources) >= 2 and len({s.name for s in sources}) == len(sources)
+    for source in sources:
+        assert source.label and source.explanation
+        images = model.sample(6, source.name, generator=g, codes=codes)
         assert images.shape == (6, 1, 8, 8) and torch.isfinite(images).all()
-    vq = build_model("vq_vae").eval()
-    assert vq.sample(4, codes="uniform").shape == (4, 1, 8, 8)
-    with pytest.raises(ValueError, match="uniform"):
-        vq.sample(4, codes="nope")
+    assert model.sample(3, generator=g).shape == (3, 1, 8, 8)  # the model's own way by default
+    with pytest.raises(ValueError, match=sources[0].name):
+        model.sample(4, "nope")
+    assert model.code_kind in ("continuous", "quantized")
+    assert all(torch.is_tensor(t) for t in model.learned_state().values())
+    assert model.extra_metrics(torch.rand(2, 1, 8, 8), iwae_k=0) == {}
 
 
 def test_presets_are_configs_not_copies():
-    assert MODELS["beta_vae"][0] is MODELS["vae"][0] and MODELS["beta_vae"][1].beta != 1
-    assert MODELS["conv_vae"][1].arch == "conv" and MODELS["conv_ae"][1].arch == "conv"
-    assert MODELS["rvq_vae"][1].levels > 1
+    assert MODELS["beta_vae"].cls is MODELS["vae"].cls and MODELS["beta_vae"].preset.beta != 1
+    assert MODELS["conv_vae"].preset.arch == "conv" and MODELS["conv_ae"].preset.arch == "conv"
+    assert MODELS["rvq_vae"].preset.levels > 1
 
 
 def test_conv_backbone_uses_strided_conv_and_transposed_conv():

@@ -1,6 +1,7 @@
 """FusedAdam against the reference it replaces: torch.optim.Adam(fused=True), step by step."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -115,10 +116,46 @@ def test_zero_grad_and_clear_errors():
         FusedAdam(other.parameters()).load_state_dict(opt.state_dict())
 
 
+@pytest.mark.subprocess
 def test_training_does_not_import_the_compiler():
     # torch.optim imports torch._dynamo (over a second) when an optimizer is built; fit must not.
     code = ("import sys; from vae_explorer import TrainConfig, build_model, fit, load_dataset; d = load_dataset('digits'); "
-            "fit(build_model('vae', input_shape=d.input_shape), d, TrainConfig(epochs=1, device='cpu', iwae_k=2)); "
+            "fit(build_model('vae', **d.model_settings()), d, TrainConfig(epochs=1, device='cpu', iwae_k=2)); "
             "print('torch._dynamo' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.stdout.strip() == "False", proc.stdout + proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("breakage,expected", [
+    ("new required argument", "torch.optim.Adam(fused=True)"),  # torch's own call site follows; ours does not
+    ("missing", "torch.optim.Adam(foreach=True)"),
+    ("wrong arithmetic", "torch.optim.Adam(foreach=True)"),
+])
+def test_a_broken_private_kernel_falls_back_to_torch_optim_adam(monkeypatch, digits, breakage, expected):
+    """torch._fused_adam_ is private: when a torch upgrade removes it, changes its signature or its
+    arithmetic, make_optimizer's one-step probe notices and training goes on with torch.optim.Adam."""
+    from vae_explorer import TrainConfig, fit
+    from vae_explorer.optim import adam_for, make_optimizer
+
+    kernel = torch._fused_adam_
+    if breakage == "missing":
+        monkeypatch.delattr(torch, "_fused_adam_")
+    elif breakage == "new required argument":
+        def changed(*args, grad_scale, **kwargs):  # torch.optim passes grad_scale; FusedAdam never did
+            return kernel(*args, grad_scale=grad_scale, **kwargs)
+        monkeypatch.setattr(torch, "_fused_adam_", changed)
+    else:
+        monkeypatch.setattr(torch, "_fused_adam_", lambda params, grads, *a, **k: [p.sub_(g) for p, g in zip(params, grads)])
+    adam_for.cache_clear()
+    try:
+        assert adam_for("cpu") == expected
+        model = build_model("ae", **digits.model_settings())
+        with pytest.warns(UserWarning, match="unusable"):
+            assert isinstance(make_optimizer(model.parameters(), 1e-3, torch.device("cpu")), torch.optim.Adam)
+        with pytest.warns(UserWarning, match=re.escape(expected)):
+            result = fit(model, digits, TrainConfig(epochs=2, batch_size=64, iwae_k=0, device="cpu"))
+        assert result.history[1]["train"]["loss"] < result.history[0]["train"]["loss"]
+    finally:
+        adam_for.cache_clear()
+    monkeypatch.undo()
+    assert adam_for("cpu") == "FusedAdam"  # the real kernel again

@@ -26,10 +26,11 @@ import torch
 from safetensors.torch import save_file
 
 from vae_explorer import TrainConfig, build_model, fit, load_checkpoint, load_dataset, read_metadata, save_checkpoint
-from vae_explorer.catalog import Catalog, CatalogError
+from vae_explorer.server.catalog import Catalog, CatalogError
 from vae_explorer.checkpoints import META_KEY, CheckpointError, load_train_state
-from vae_explorer.jobs import JobError, TrainSpec, validate_spec
-from vae_explorer.views import Explorer, ViewError
+from vae_explorer.runs import RunSpec
+from vae_explorer.server.jobs import JobError, validate_run
+from vae_explorer.server import Explorer, ViewError
 
 from .conftest import REPO, copy_checkpoints, serve
 
@@ -247,6 +248,7 @@ def test_pickles_never_run_through_the_library(folder, file, no_marker, tmp_path
             TrainConfig(epochs=1, device="cpu", checkpoint=str(copy)), resume=True)
 
 
+@pytest.mark.subprocess
 def test_pickles_never_run_through_the_cli(folder, no_marker, tmp_path):
     runs = []
     for file in ("pickled.safetensors", "pickled_raw.safetensors", "x.pt", "x.ckpt"):
@@ -342,7 +344,7 @@ def test_escaping_names_are_refused_by_the_server(server, outside):
 def test_training_never_writes_outside_or_over(folder, name):
     before = sorted(p.name for p in folder.parent.iterdir())
     with pytest.raises(JobError) as err:
-        validate_spec(TrainSpec(model="ae", epochs=1, name=name), folder)
+        validate_run(RunSpec("ae", train=TrainConfig(epochs=1)), name, folder)
     assert "not a usable checkpoint name" in str(err.value) or "exists already" in str(err.value)
     assert sorted(p.name for p in folder.parent.iterdir()) == before
 
@@ -371,7 +373,7 @@ def test_training_names_are_refused_by_the_server(server, folder):
     client, _, ex = server
     for name in ("../escape", "/tmp/escape", "escape\x00", "linked"):
         with pytest.raises(AppError, match="not a usable checkpoint name|exists already"):
-            client.predict("ae", "digits", 2, 1.0, "bernoulli", 0.0, 1, 1e-3, 64, "cpu", name,
+            client.predict("ae", "digits", 2, None, "bernoulli", None, 1, 1e-3, 64, "cpu", name, "",
                            api_name="/train_start")
     assert ex.jobs.current is None  # nothing started
     assert not (folder.parent / "escape.safetensors").exists() and not Path("/tmp/escape.safetensors").exists()

@@ -19,7 +19,9 @@ import time
 
 import pytest
 
-from .conftest import REPO, copy_checkpoints, free_port
+from vae_explorer.server.launcher import free_port
+
+from .conftest import REPO, copy_checkpoints
 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
@@ -80,6 +82,7 @@ def _sse_result(http, base: str, api_name: str, data: list) -> str:
 
 # ---- defaults ----------------------------------------------------------------------------------
 
+@pytest.mark.server
 def test_defaults_are_loopback_and_no_share():
     import app
 
@@ -122,6 +125,7 @@ def test_main_launches_on_loopback_without_share(monkeypatch, tmp_path):
     assert seen == {"host": "127.0.0.1", "port": 7860, "share": False}
 
 
+@pytest.mark.subprocess
 def test_analytics_are_off_before_gradio_is_imported():
     # A fresh interpreter without the variable: app.py must set it before gradio's first import.
     probe = (
@@ -198,6 +202,7 @@ class RecordingProxy:
         self.sock.close()
 
 
+@pytest.mark.subprocess
 def test_app_serves_with_every_outside_connection_refused(tmp_path):
     """`python app.py` behind a proxy that refuses everything, with no NO_PROXY of ours: the app
     still starts (it exempts localhost itself), serves the page and answers API calls, and never
@@ -248,6 +253,7 @@ def test_app_serves_with_every_outside_connection_refused(tmp_path):
     assert proxy.connections == [], proxy.connections  # nothing went out through the proxy
 
 
+@pytest.mark.server
 def test_no_outside_connection_is_attempted_in_process(monkeypatch, explorer):
     """Build, launch and use the app with every non-loopback connection and name lookup refused
     and recorded; none may be attempted."""

@@ -2,7 +2,7 @@
 browser tab). What each chooses (models, points, uploads) arrives with each call as
 component values, so sessions never see each other's results. The training job is
 the exception, on purpose: one run per server, visible to and cancellable by every
-session (see vae_explorer/jobs.py).
+session (see vae_explorer/server/jobs.py).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from PIL import Image
 
 from vae_explorer import load_checkpoint
 
-TRAIN_ARGS = ("ae", "digits", 2, 1.0, "bernoulli", 0.0, 1000, 1e-3, 128, "cpu")  # then the name
+TRAIN_ARGS = ("ae", "digits", 2, None, "bernoulli", 0.0, 1000, 1e-3, 128, "cpu")  # then the name and extra settings
 
 
 def _client(url):
@@ -68,20 +68,20 @@ def test_two_clients_pressing_train_at_once_start_exactly_one_job(app_server, no
 
     url, ex = app_server
     a, b = _client(url), _client(url)
-    results = _together(lambda: a.predict(*TRAIN_ARGS, "race_a", api_name="/train_start"),
-                        lambda: b.predict(*TRAIN_ARGS, "race_b", api_name="/train_start"))
+    results = _together(lambda: a.predict(*TRAIN_ARGS, "race_a", "", api_name="/train_start"),
+                        lambda: b.predict(*TRAIN_ARGS, "race_b", "", api_name="/train_start"))
     started = [r for r in results if not isinstance(r, Exception)]
     refused = [r for r in results if isinstance(r, Exception)]
     assert len(started) == 1 and len(refused) == 1, results
     assert isinstance(refused[0], AppError)
-    winner = ex.jobs.current.spec.name
+    winner = ex.jobs.current.name
     assert winner in ("race_a", "race_b") and winner in started[0][0]
     message = str(refused[0])
     assert "a training is already running" in message and f"checkpoint {winner}" in message
     assert "cancel it first" in message
     loser = ({"race_a", "race_b"} - {winner}).pop()
     time.sleep(1.0)  # had the loser started anything, its process would have begun writing by now
-    assert ex.jobs.current.spec.name == winner
+    assert ex.jobs.current.name == winner
     assert not (ex.catalog.root / f"{loser}.safetensors").exists()
 
 
@@ -91,7 +91,7 @@ def test_the_job_is_server_wide_another_session_sees_and_cancels_it(app_server, 
     session therefore sees the first session's job in `train_status` and can cancel it."""
     url, ex = app_server
     starter, other = _client(url), _client(url)
-    starter.predict(*TRAIN_ARGS, "shared_run", api_name="/train_start")
+    starter.predict(*TRAIN_ARGS, "shared_run", "", api_name="/train_start")
 
     def seen_by_other():
         text = other.predict(api_name="/train_status")[0]
@@ -122,15 +122,15 @@ def test_bad_training_settings_through_the_server_start_nothing(app_server, no_j
     client = _client(url)
     for i, bad, message in ((7, 0.0, "learning rate must be a positive number"),
                             # The Number boxes' minimum refuses these first; either layer's message will do.
-                            (2, 0, "latent dim must be a whole number of at least 1|less than minimum value 1"),
-                            (6, 0, "epochs must be a whole number of at least 1|less than minimum value 1"),
+                            (2, 0, "latent_dim must be at least 1|less than minimum value 1"),
+                            (6, 0, "epochs must be at least 1|less than minimum value 1"),
                             (8, 100_000, "larger than the 1438 training images"),
                             (7, -1e-3, "learning rate must be a positive number"),
-                            (3, -1.0, "β must be zero or positive|less than minimum value 0")):
+                            (3, 4.0, "beta does not apply to model ae")):
         args = list(TRAIN_ARGS)
         args[i] = bad
         with pytest.raises(AppError, match=message):
-            client.predict(*args, f"bad_{i}", api_name="/train_start")
+            client.predict(*args, f"bad_{i}", "", api_name="/train_start")
         assert ex.jobs.current is before
 
 

@@ -15,17 +15,17 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
 from vae_explorer import TrainConfig, TrainingError, build_model, cli, fit, load_checkpoint, load_dataset, read_metadata
-from vae_explorer.catalog import Catalog
+from vae_explorer.server.catalog import Catalog
 from vae_explorer.checkpoints import SUFFIX
-from vae_explorer.jobs import JobError, TrainingJobs, TrainSpec, _worker, validate_spec
-from vae_explorer.views import Explorer, ViewError
+from vae_explorer.runs import RunSpec, split_settings
+from vae_explorer.server.jobs import JobError, TrainingJobs, validate_run
+from vae_explorer.server import Explorer, ViewError
 
 from .conftest import REPO
 
@@ -103,6 +103,7 @@ def test_a_huge_learning_rate_is_reported_by_the_cli(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.subprocess
 def test_a_huge_learning_rate_fails_the_job_with_a_message(tmp_path):
     ex = Explorer(tmp_path / "ck")
     try:
@@ -114,7 +115,7 @@ def test_a_huge_learning_rate_fails_the_job_with_a_message(tmp_path):
         assert not running and "status **failed**" in text and "lower learning rate" in text
         assert not (tmp_path / "ck" / f"diverges{SUFFIX}").exists()
     finally:
-        ex.jobs.close()
+        ex.close()
 
 
 # ---- SIGKILL at random moments ------------------------------------------------------------------
@@ -130,6 +131,7 @@ if os.environ.get("VAE_EXPLORER_TEST_SLOW_FSYNC"):
 """
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_kill_9_at_random_moments_never_breaks_the_checkpoint(tmp_path):
     """Nine training processes, each resuming the last, each killed with SIGKILL at a seeded
@@ -202,6 +204,7 @@ def test_kill_9_at_random_moments_never_breaks_the_checkpoint(tmp_path):
     load_checkpoint(path)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("precision", ["auto", "fp16"])  # fp16: the loss scaler's state is saved and restored too
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(digits, tmp_path, precision):
     def run(stop=None, callback=None, resume=False):
@@ -243,58 +246,76 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(digits, tmp_pa
 
 # ---- settings that cannot work ----------------------------------------------------------------
 
+# One table for the page and the CLI: the same settings get the same refusal, word for word.
 BAD_SETTINGS = [
     ({"lr": 0.0}, "learning rate must be a positive number"),
     ({"lr": -1e-3}, "learning rate must be a positive number"),
     ({"lr": float("nan")}, "learning rate must be a positive number"),
     ({"lr": float("inf")}, "learning rate must be a positive number"),
-    ({"latent_dim": 0}, "latent dim must be a whole number of at least 1"),
-    ({"latent_dim": 2.5}, "latent dim must be a whole number"),
+    ({"latent_dim": 0}, "latent_dim must be at least 1"),
+    ({"latent_dim": 2.5}, "latent_dim must be a whole number"),
+    ({"latent_dim": 1e400}, "latent_dim must be a whole number"),
     ({"batch_size": 100_000}, "larger than the 1438 training images"),
-    ({"epochs": 0}, "epochs must be a whole number of at least 1"),
-    ({"epochs": 10_000}, "epochs must be at most 1000"),
-    ({"beta": -1.0}, "β must be zero or positive"),
-    ({"noise_std": -0.1}, "noise must be zero or positive"),
+    ({"epochs": 0}, "epochs must be at least 1"),
+    ({"seed": 2**70}, "seed must be a whole number from 0 to 2^63 - 1"),
+    ({"seed": -1}, "seed must be a whole number from 0 to 2^63 - 1"),
+    ({"beta": -1.0}, "beta must be >= 0"),
+    ({"noise_std": -0.1}, "noise_std does not apply to model vae"),
     ({"model": "gan"}, "unknown model 'gan'"),
     ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
-    ({"dataset": "folder"}, "unknown dataset 'folder'"),
     ({"likelihood": "poisson"}, "unknown likelihood 'poisson'"),
     ({"device": "tpu"}, "unknown device 'tpu'"),
+    ({"model": "ae", "beta": 4.0}, "beta does not apply to model ae"),
+    ({"model": "vq_vae", "ema_decay": 0.9}, "ema_decay applies only with codebook_update ema"),
+    ({"model": "vq_vae", "codebook_update": "ema", "ema_decay": 1.5}, "ema_decay must be between 0 and 1"),
+    ({"hidden": "a,b"}, "hidden must be comma-separated whole numbers"),
+]
+# The server's own limits on top (a shared machine; the CLI's user owns theirs).
+SERVER_ONLY = [
+    ({"epochs": 10_000}, "epochs must be at most 1000"),
+    ({"dataset": "folder"}, "dataset 'folder' cannot be trained from the page"),
 ]
 
 
-@pytest.mark.parametrize("settings,message", BAD_SETTINGS)
-def test_validate_spec_refuses_before_anything_starts(tmp_path, settings, message):
+def _page_call(settings: dict) -> dict:
+    return {"model": "vae", "epochs": 1, **settings}
+
+
+@pytest.mark.parametrize("settings,message", BAD_SETTINGS + SERVER_ONLY)
+def test_the_server_refuses_before_anything_starts(tmp_path, settings, message):
+    call = _page_call(settings)
+    named = {k: v for k, v in call.items() if k not in ("model", "dataset")}
+    model, data, train = split_settings(named)
+    spec = RunSpec(call["model"], model)
+    spec.data.dataset = call.get("dataset", "digits")
+    spec.train = TrainConfig(**{**vars(spec.train), **train})
     with pytest.raises(JobError, match=re.escape(message)):
-        validate_spec(TrainSpec(**{"model": "vae", "epochs": 1, **settings}), tmp_path)
+        validate_run(spec, "x", tmp_path)
     assert not list(tmp_path.iterdir())
 
 
 def test_explorer_refuses_bad_settings_and_starts_nothing(tmp_path):
     ex = Explorer(tmp_path / "ck")
-    for settings, message in BAD_SETTINGS:
+    for settings, message in BAD_SETTINGS + SERVER_ONLY:
         with pytest.raises(ViewError, match=re.escape(message)):
-            ex.train_start(**{"model": "vae", "epochs": 1, **settings})
+            ex.train_start(**_page_call(settings))
         assert ex.jobs.current is None
-    with pytest.raises(ViewError, match="bad training settings"):
+    with pytest.raises(ViewError, match="unknown setting 'learning_rate'"):
         ex.train_start(model="vae", learning_rate=1e-3)  # a setting that does not exist
+    with pytest.raises(ViewError, match="unknown setting 'warmup'"):
+        ex.train_start(model="vae", extra="warmup=3")  # nor in the extra settings box
+    with pytest.raises(ViewError, match="is not a setting: write name=value"):
+        ex.train_start(model="vae", extra="beta 4")
     assert ex.jobs.current is None and not (tmp_path / "ck").exists()
     text, _, _, running = ex.train_status()
     assert not running and "No training yet" in text
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--lr", "0"], "learning rate must be a positive number"),
-    (["--lr", "-1"], "learning rate must be a positive number"),
-    (["--lr", "nan"], "learning rate must be a positive number"),
-    (["--latent-dim", "0"], "latent_dim must be at least 1"),
-    (["--batch-size", "100000"], "larger than the 1438 training images"),
-    (["--epochs", "0"], "epochs must be at least 1"),
-    (["--beta", "-0.5"], "beta must be >= 0"),
-    (["--model", "gan"], "unknown model 'gan'"),
-    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
-])
-def test_cli_refuses_bad_settings_before_anything_starts(tmp_path, capsys, argv, message):
+@pytest.mark.parametrize("settings,message", BAD_SETTINGS)
+def test_cli_refuses_the_same_settings_with_the_same_words(tmp_path, capsys, settings, message):
+    argv = []
+    for name, value in _page_call(settings).items():
+        argv += ["--" + name.replace("_", "-"), str(value)]
     code = cli.main(["train", *argv, "--out", str(tmp_path / "x"), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
@@ -308,8 +329,8 @@ def _oom(*args, **kwargs):
 
 
 @contextlib.contextmanager
-def _worker_side_effects():
-    """_worker is meant for its own process: keep its SIGTERM handler and thread count out of pytest's."""
+def _cli_side_effects():
+    """`train` is meant for its own process: keep its SIGTERM handler and thread count out of pytest's."""
     handler, threads = signal.getsignal(signal.SIGTERM), torch.get_num_threads()
     try:
         yield
@@ -318,20 +339,19 @@ def _worker_side_effects():
         torch.set_num_threads(threads)
 
 
-def test_worker_reports_out_of_memory(monkeypatch, capsys, tmp_path):
-    from vae_explorer import training
-
-    monkeypatch.setattr(training, "fit", _oom)
-    args = {**asdict(TrainSpec(model="ae", epochs=1, threads=1, name="oom")), "out": str(tmp_path / "oom")}
-    with _worker_side_effects():
-        code = _worker(args)
+def test_the_cli_reports_out_of_memory_as_an_event(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(cli, "fit", _oom)
+    with _cli_side_effects():
+        code = cli.main(["train", "--model", "ae", "--epochs", "1", "--threads", "1", "--events",
+                         "--out", str(tmp_path / "oom")])
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 1
-    assert events[0]["kind"] == "start" and events[-1] == {
-        "kind": "error", "message": "the GPU ran out of memory: lower the batch size or pick the CPU"}
+    assert events[-1]["kind"] == "error"
+    assert events[-1]["message"] == "the GPU ran out of memory: lower the batch size or pick the CPU"
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.subprocess
 def test_job_reports_out_of_memory_and_the_next_job_runs(monkeypatch, tmp_path):
     # The worker is a subprocess: a sitecustomize on its PYTHONPATH makes its fit raise CUDA OOM.
     hook = tmp_path / "hook"
@@ -363,14 +383,15 @@ def test_job_reports_out_of_memory_and_the_next_job_runs(monkeypatch, tmp_path):
         assert ex.catalog.names() == ["second"]
         load_checkpoint(folder / f"second{SUFFIX}")
     finally:
-        ex.jobs.close()
+        ex.close()
 
 
+@pytest.mark.subprocess
 def test_a_worker_that_dies_is_reported(tmp_path):
     # A crash the worker cannot report itself (killed from outside) still ends as a failed job with the exit code.
     jobs = TrainingJobs(tmp_path)
     try:
-        job = jobs.start(TrainSpec(model="ae", epochs=1000, device="cpu", name="dies"))
+        job = jobs.start(RunSpec("ae", train=TrainConfig(epochs=1000, device="cpu")), "dies")
         deadline = time.time() + 60
         while job.status == "starting" and time.time() < deadline:
             time.sleep(0.05)
@@ -378,7 +399,7 @@ def test_a_worker_that_dies_is_reported(tmp_path):
         job._process.send_signal(signal.SIGKILL)
         _wait(job)
         assert job.status == "failed" and f"exit code {-signal.SIGKILL}" in job.message
-        again = jobs.start(TrainSpec(model="ae", epochs=1000, device="cpu", name="after"))  # not stuck as busy
+        again = jobs.start(RunSpec("ae", train=TrainConfig(epochs=1000, device="cpu")), "after")  # not stuck as busy
         assert jobs.current is again and again.running
         jobs.cancel()
         assert again.status == "cancelled"

@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 
 from vae_explorer import build_model, save_checkpoint
-from vae_explorer.images import MAX_UPLOAD_BYTES, UploadError, load_upload
-from vae_explorer.views import Explorer, ViewError
+from vae_explorer.data.images import MAX_UPLOAD_BYTES, UploadError, load_upload
+from vae_explorer.server import Explorer, ViewError
 
 from .conftest import copy_checkpoints, serve
 

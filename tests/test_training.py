@@ -12,9 +12,9 @@ import threading
 import pytest
 import torch
 
-from vae_explorer import MODELS, TrainConfig, build_model, evaluate, fit, load_checkpoint, read_metadata
-from vae_explorer.training import (CPU_BF16_MIN_FLOPS, choose_precision, cpu_has_native_bf16,
-                                   forward_flops_per_image, resolve_device)
+from vae_explorer import MODELS, TrainConfig, TrainEvent, build_model, evaluate, fit, load_checkpoint, read_metadata
+from vae_explorer.devices import (CPU_BF16_MIN_FLOPS, choose_precision, cpu_has_native_bf16,
+                                  forward_flops_per_item, resolve_device)
 
 from .conftest import REPO
 
@@ -24,7 +24,7 @@ CPU = dict(device="cpu", iwae_k=0)
 @pytest.mark.parametrize("name", list(MODELS))
 def test_training_lowers_test_loss(name, digits):
     torch.manual_seed(0)
-    model = build_model(name, input_shape=digits.input_shape)
+    model = build_model(name, **digits.model_settings())
     before = evaluate(model, digits.test_x)["loss"]
     result = fit(model, digits, TrainConfig(epochs=4, batch_size=64, **CPU))
     after = result.history[-1]["test"]["loss"]
@@ -41,7 +41,7 @@ def test_same_seed_same_weights(digits):
     runs = []
     for _ in range(2):
         torch.manual_seed(3)
-        model = build_model("vae", input_shape=digits.input_shape)
+        model = build_model("vae", **digits.model_settings())
         fit(model, digits, TrainConfig(epochs=2, batch_size=100, seed=3, **CPU))
         runs.append(_weights(model))
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
@@ -49,15 +49,15 @@ def test_same_seed_same_weights(digits):
 
 def test_resume_continues_exactly(digits, tmp_path):
     torch.manual_seed(0)
-    straight = build_model("vae", input_shape=digits.input_shape)
+    straight = build_model("vae", **digits.model_settings())
     fit(straight, digits, TrainConfig(epochs=3, batch_size=100, checkpoint=str(tmp_path / "a"), **CPU))
 
     torch.manual_seed(0)
-    first = build_model("vae", input_shape=digits.input_shape)
+    first = build_model("vae", **digits.model_settings())
     fit(first, digits, TrainConfig(epochs=1, batch_size=100, checkpoint=str(tmp_path / "b"), **CPU))
     assert read_metadata(tmp_path / "b.safetensors")["epoch"] == 1
     torch.manual_seed(123)  # a fresh process: nothing carried over but the file
-    resumed = build_model("vae", input_shape=digits.input_shape)
+    resumed = build_model("vae", **digits.model_settings())
     result = fit(resumed, digits, TrainConfig(epochs=3, batch_size=100, checkpoint=str(tmp_path / "b"), **CPU),
                  resume=True)
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
@@ -67,7 +67,7 @@ def test_resume_continues_exactly(digits, tmp_path):
 
 def test_checkpoint_describes_itself(digits, tmp_path):
     torch.manual_seed(0)
-    model = build_model("conv_vae", input_shape=digits.input_shape, latent_dim=3)
+    model = build_model("conv_vae", **digits.model_settings(), latent_dim=3)
     fit(model, digits, TrainConfig(epochs=2, batch_size=64, checkpoint=str(tmp_path / "m"), **CPU))
     meta = read_metadata(tmp_path / "m.safetensors")
     assert meta["model"] == "conv_vae" and meta["config"]["latent_dim"] == 3
@@ -91,13 +91,18 @@ def test_callback_and_stop_flag(digits):
         if ev.kind == "epoch" and ev.epoch == 2:
             stop.set()
 
-    model = build_model("ae", input_shape=digits.input_shape)
+    model = build_model("ae", **digits.model_settings())
     result = fit(model, digits, TrainConfig(epochs=10, batch_size=32, log_every=5, **CPU), callback, stop)
     assert result.stopped and len(result.history) == 2
     steps = [e for e in events if e.kind == "step"]
     assert steps and all(e.images_per_s > 0 and "loss" in e.train for e in steps)
     epochs = [e for e in events if e.kind == "epoch"]
-    assert [e.epoch for e in epochs] == [1, 2] and epochs[0].recon.shape == (8, 1, 8, 8)
+    assert [e.epoch for e in epochs] == [1, 2] and epochs[0].items.shape == (8, 1, 8, 8)
+    assert events[0].kind == "start" and torch.equal(events[0].items, digits.test_x[:8])
+    assert epochs[0].items.dtype == torch.uint8  # the stored form: what the page shows and the events carry
+    for event in events:  # every event survives its JSON line (`train --events`) unchanged
+        again = TrainEvent.from_dict(json.loads(json.dumps(event.to_dict())))
+        assert again.to_dict() == event.to_dict()
 
 
 @pytest.mark.parametrize("bad,match", [
@@ -124,7 +129,7 @@ def test_device_auto_picks_cpu_without_gpu():
 def test_flop_count_matches_the_layer_sizes():
     # 784-400-(2x20) encoder and 20-400-784 decoder: 2 FLOPs per multiply-add of each Linear.
     model = build_model("vae", input_shape=(1, 28, 28), latent_dim=20, hidden=(400,))
-    assert forward_flops_per_image(model) == 2 * (784 * 400 + 400 * 40 + 20 * 400 + 400 * 784)
+    assert forward_flops_per_item(model) == 2 * (784 * 400 + 400 * 40 + 20 * 400 + 400 * 784)
     assert model.training  # counting leaves the mode as it was
 
 
@@ -140,14 +145,14 @@ def test_flop_count_agrees_with_torch_flop_counter(name, shape):
     reference = counter.get_total_flops()
     # The hooks count layers only; the VQ code search (a small matmul against the codebook) is left out.
     tolerance = 0.02 if name in ("vq_vae", "rvq_vae") else 0
-    assert abs(forward_flops_per_image(model) - reference) <= tolerance * reference
+    assert abs(forward_flops_per_item(model) - reference) <= tolerance * reference
 
 
 def test_auto_precision_uses_bf16_on_a_cpu_only_where_it_pays():
     cpu = torch.device("cpu")
     tiny = build_model("vae")  # 8x8 digits: ~0.1 MFLOP per image, bf16's casts would cost more than they save
     mnist = build_model("vae", input_shape=(1, 28, 28), latent_dim=20, hidden=(400,))
-    assert forward_flops_per_image(tiny) < CPU_BF16_MIN_FLOPS <= forward_flops_per_image(mnist)
+    assert forward_flops_per_item(tiny) < CPU_BF16_MIN_FLOPS <= forward_flops_per_item(mnist)
     assert choose_precision("auto", cpu, tiny) == "fp32"
     assert choose_precision("auto", cpu, mnist) == ("bf16" if cpu_has_native_bf16() else "fp32")
     assert choose_precision("fp32", cpu, mnist) == "fp32" and choose_precision("bf16", cpu, tiny) == "bf16"
@@ -166,6 +171,7 @@ def test_auto_precision_is_recorded_and_vq_codes_stay_exact_under_bf16(digits, t
     assert torch.equal(codes, exact)
 
 
+@pytest.mark.subprocess
 def test_ddp_two_gloo_ranks_end_with_identical_weights(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -188,6 +194,7 @@ def test_ddp_two_gloo_ranks_end_with_identical_weights(tmp_path):
     assert meta["training"]["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_compiled_training_compiles_once_and_keeps_the_vq_bookkeeping(digits):
     # --compile: one compilation serves every full batch (the last, smaller one runs eagerly), and the
     # VQ step counter and code re-seeding stay outside the graph, where they would force a recompile

@@ -9,10 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vae_explorer.data import to_float
-from vae_explorer.metrics import psnr
-from vae_explorer.noise import add_noise
-from vae_explorer.views import SAMPLE_GRID, ViewError
+from vae_explorer.data.images import add_noise, psnr, to_float
+from vae_explorer.server import SAMPLE_GRID, ViewError
 
 MODELS = ["digits_ae", "digits_vae", "digits_vq_vae", "digits_conv_vae", "digits_sparse_ae"]
 
@@ -85,7 +83,7 @@ def test_reconstruct_table_matches_an_independent_computation(explorer):
     errors = (entry.reconstruct(x) - x).square().flatten(1).mean(1)
     assert rows[1].startswith("| digits_vae | " + " | ".join(f"{v:.4f}" for v in errors.tolist()))
     assert grid.size[0] == grid.size[1]  # 4 images across; 4 rows: the inputs + 3 models
-    with pytest.raises(ViewError, match="not an image index"):
+    with pytest.raises(ViewError, match="not an index"):
         explorer.reconstruct(["digits_ae"], "1, x")
 
 

@@ -104,7 +104,7 @@ def test_no_gradient_reaches_the_codebook_and_the_encoder_still_learns():
 @pytest.mark.parametrize("name", ["vq_vae", "rvq_vae"])
 def test_training_with_ema_lowers_the_loss_and_uses_many_codes(name, digits):
     torch.manual_seed(0)
-    model = build_model(name, input_shape=digits.input_shape, codebook_update="ema")
+    model = build_model(name, **digits.model_settings(), codebook_update="ema")
     result = fit(model, digits, TrainConfig(epochs=20, iwae_k=0, history_images=0, device="cpu"))
     first, last = result.history[0]["test"], result.history[-1]["test"]
     assert "codebook" not in last and "commitment" in last
@@ -170,6 +170,7 @@ def _ddp_rank(rank: int, world: int, folder: str, batches: torch.Tensor):
         dist.destroy_process_group()
 
 
+@pytest.mark.subprocess
 def test_ddp_ranks_update_from_the_global_batch(tmp_path):
     # Two gloo ranks with different data and no DDP wrapper (its buffer broadcast would hide a missing
     # all-reduce): each must end where one process ends on the whole batches.
@@ -189,6 +190,7 @@ def test_ddp_ranks_update_from_the_global_batch(tmp_path):
     assert not torch.equal(single.codebook, hand_made_quantizer().codebook)  # it moved
 
 
+@pytest.mark.subprocess
 def test_cli_trains_with_ema(tmp_path):
     out = tmp_path / "vq"
     proc = subprocess.run([sys.executable, "-m", "vae_explorer", "train", "--model", "vq_vae", "--codebook-update",
@@ -202,12 +204,12 @@ def test_cli_trains_with_ema(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--model", "vq_vae", "--codebook-update", "bogus"], "argument --codebook-update: invalid choice: 'bogus'"),
+    (["--model", "vq_vae", "--codebook-update", "bogus"], "unknown codebook_update 'bogus'; choose one of: loss, ema"),
     (["--model", "vq_vae", "--codebook-update", "ema", "--ema-decay", "1.5"], "ema_decay must be between 0 and 1"),
     (["--model", "vq_vae", "--codebook-update", "ema", "--ema-decay", "nan"], "ema_decay must be between 0 and 1"),
-    (["--model", "vae", "--codebook-update", "ema"], "--codebook-update does not apply to model vae"),
-    (["--model", "ae", "--ema-decay", "0.9"], "--ema-decay does not apply to model ae"),
-    (["--model", "vq_vae", "--ema-decay", "0.9"], "--ema-decay applies only with --codebook-update ema"),
+    (["--model", "vae", "--codebook-update", "ema"], "codebook_update does not apply to model vae"),
+    (["--model", "ae", "--ema-decay", "0.9"], "ema_decay does not apply to model ae"),
+    (["--model", "vq_vae", "--ema-decay", "0.9"], "ema_decay applies only with codebook_update ema"),
 ])
 def test_bad_ema_flags_get_one_line_and_exit_2(args, message, tmp_path, capsys):
     # In-process (the parsing and checks python -m runs, without a fresh interpreter per case).

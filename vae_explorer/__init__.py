@@ -1,20 +1,38 @@
 """vae_explorer: autoencoders and VAEs to train, inspect and explore.
 
-The flat public API: models (registry, contract), data, training, checkpoints,
-metrics. The browser explorer (app.py) calls only these.
+The flat public API below is imported on first use (PEP 562), so `import
+vae_explorer` costs nothing and each submodule pays only for what it imports
+itself: the CLI's `models` command never loads the training code, the UMAP
+worker never loads torch's optimizers. The browser explorer lives in
+`vae_explorer.server` and `app.py`.
 """
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
-from .checkpoints import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
-from .data import DATASETS, DatasetError, ImageData, load_dataset, to_float
-from .metrics import evaluate, psnr
-from .models import LIKELIHOODS, MODELS, Autoencoder, ModelOutput, build_model, model_config
-from .noise import NOISE_KINDS, add_noise
-from .training import FitResult, TrainConfig, TrainEvent, TrainingError, fit, resolve_device
+_API = {
+    "checkpoints": ("CheckpointError", "find_checkpoint", "load_checkpoint", "read_metadata", "save_checkpoint"),
+    "data": ("DATASETS", "DATA_KINDS", "Dataset", "DatasetError", "load_dataset"),
+    "devices": ("resolve_device",),
+    "metrics": ("evaluate", "psnr"),
+    "models": ("LIKELIHOODS", "MODELS", "Autoencoder", "ModelOutput", "build_model", "model_config",
+               "register_model"),
+    "runs": ("RunError", "RunSpec"),
+    "training": ("FitResult", "TrainConfig", "TrainEvent", "TrainingError", "fit"),
+}
+_WHERE = {name: module for module, names in _API.items() for name in names}
+__all__ = sorted(_WHERE)
 
-__all__ = [
-    "Autoencoder", "CheckpointError", "DATASETS", "DatasetError", "FitResult", "ImageData", "LIKELIHOODS",
-    "MODELS", "ModelOutput", "NOISE_KINDS", "TrainConfig", "TrainEvent", "TrainingError", "add_noise",
-    "build_model", "evaluate", "fit", "load_checkpoint", "load_dataset", "model_config", "psnr",
-    "read_metadata", "resolve_device", "save_checkpoint", "to_float",
-]
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'vae_explorer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

@@ -1,7 +1,8 @@
 """Self-describing checkpoints: one .safetensors file holding the weights (no
 pickle anywhere) and, in its JSON header, the model name and config, dataset,
 training settings, per-epoch metrics, creation time and package version.
-Optional "train." tensors (optimizer moments, RNG) make a run resumable.
+Optional "train." tensors (optimizer moments, RNG; layout in `train_state`)
+make a run resumable.
 
 Writes are atomic (temporary file, fsync, rename), so a crash mid-write leaves
 the previous checkpoint intact.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,11 +20,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from . import __version__
 from .models import MODELS, Autoencoder, build_model
 
 SUFFIX = ".safetensors"
 META_KEY = "vae_explorer"
 FORMAT_VERSION = 1
+DEFAULT_DIR = "checkpoints"
 
 
 class CheckpointError(ValueError):
@@ -30,14 +34,26 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_path(path: str | os.PathLike) -> Path:
+    """Where a checkpoint named `path` is written: the path with the .safetensors suffix."""
     path = Path(path)
     return path if path.suffix == SUFFIX else path.with_name(path.name + SUFFIX)
 
 
+def find_checkpoint(name: str | os.PathLike) -> Path:
+    """The file a user means by `name`: the path as given, with the suffix added, or a bare name
+    in checkpoints/; the name `train --out` was given works everywhere."""
+    path = Path(name)
+    candidates = [path, checkpoint_path(path)]
+    if len(path.parts) == 1:
+        candidates.append(checkpoint_path(Path(DEFAULT_DIR) / path))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(f"{name}: no such checkpoint file (looked for {', '.join(map(str, candidates[1:]))})")
+
+
 def save_checkpoint(path, model: Autoencoder, meta: dict, train_state: dict[str, torch.Tensor] | None = None) -> Path:
     """Write weights + metadata (+ optional resumable training state) atomically; returns the path."""
-    from . import __version__
-
     path = checkpoint_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
@@ -119,9 +135,8 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[Autoencod
     """Rebuild the model from the file alone; returns (model in eval mode, metadata)."""
     path = Path(path)
     meta = read_metadata(path)
-    cls, preset = MODELS[meta["model"]]
     try:
-        config = type(preset).from_dict(meta["config"])
+        config = type(MODELS[meta["model"]].preset).from_dict(meta["config"])
         # Shapes first, on the meta device: a header claiming a huge model must not allocate it.
         with torch.device("meta"):
             skeleton = build_model(meta["model"], config)
@@ -151,3 +166,36 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[Autoencod
 def load_train_state(path) -> dict[str, torch.Tensor]:
     """The resumable training state (optimizer, RNG) saved with a checkpoint, or {}."""
     return _read_tensors(Path(path), "train.")
+
+
+# ---- the training state's layout -----------------------------------------------------------
+# Flat tensors (safetensors holds no nesting): "optim.<param index>.<name>" for the optimizer's
+# per-parameter state (torch.optim.Adam's layout), "rng.cpu" / "rng.cuda"; the JSON part holds the
+# optimizer's param_groups and, for fp16, the GradScaler's state.
+
+def train_state(optimizer, scaler: torch.amp.GradScaler) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer + RNG (+ fp16 loss scale) as flat tensors and JSON, for an exact resume."""
+    sd = optimizer.state_dict()
+    tensors = {f"optim.{i}.{k}": v for i, s in sd["state"].items() for k, v in s.items() if torch.is_tensor(v)}
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    info = {"param_groups": sd["param_groups"]}
+    if scaler.is_enabled():
+        info["grad_scaler"] = scaler.state_dict()
+    return tensors, info
+
+
+def restore_train_state(optimizer, scaler: torch.amp.GradScaler, tensors: dict[str, torch.Tensor],
+                        info: dict) -> None:
+    state: dict[int, dict] = defaultdict(dict)
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, i, k = key.split(".", 2)
+            state[int(i)][k] = v
+    optimizer.load_state_dict({"state": dict(state), "param_groups": info["param_groups"]})
+    if scaler.is_enabled() and "grad_scaler" in info:
+        scaler.load_state_dict(info["grad_scaler"])
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])

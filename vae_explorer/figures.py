@@ -48,18 +48,19 @@ def latent_map(points: np.ndarray, labels: np.ndarray, classes: list[str], title
     return _layout(fig, title, height)
 
 
-def loss_curves(steps: list[dict], epochs: list[dict], title: str = "Loss per term (nats per image)") -> go.Figure:
-    """Training curves: `steps` [{"x": epochs done (float), "train": {term: value}}], `epochs`
-    [{"epoch": n, "test": {...}}]. One colour per term; train solid, test dotted with markers."""
+def loss_curves(train: list[tuple[float, dict]], test: list[tuple[int, dict]],
+                title: str = "Loss per term (nats per item)") -> go.Figure:
+    """Training curves: `train` [(epochs done, {term: value})], `test` [(epoch, {term: value})].
+    One colour per term; train solid, test dotted with markers."""
     fig = go.Figure()
-    terms = list(steps[-1]["train"]) if steps else list(epochs[-1]["train"]) if epochs else []
+    terms = list(train[-1][1]) if train else []
     for i, term in enumerate(terms):
         colour = PALETTE[i % len(PALETTE)]
-        pts = [(s["x"], s["train"][term]) for s in steps if term in s["train"]]
+        pts = [(x, values[term]) for x, values in train if term in values]
         if pts:
             xs, ys = zip(*pts)
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"train {term}", line=dict(color=colour)))
-        tpts = [(e["epoch"], e["test"][term]) for e in epochs if term in e.get("test", {})]
+        tpts = [(epoch, values[term]) for epoch, values in test if term in values]
         if tpts:
             xs, ys = zip(*tpts)
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=f"test {term}",
@@ -71,14 +72,15 @@ def loss_curves(steps: list[dict], epochs: list[dict], title: str = "Loss per te
     return _layout(fig, title, 360)
 
 
-def error_histogram(errors: np.ndarray, threshold: float, title: str) -> go.Figure:
-    """Histogram of per-image reconstruction errors with the anomaly threshold marked."""
+def error_histogram(errors: np.ndarray, threshold: float, title: str,
+                    x_title: str = "reconstruction error") -> go.Figure:
+    """Histogram of per-item reconstruction errors with the anomaly threshold marked."""
     above = int((errors > threshold).sum())
-    fig = go.Figure(go.Histogram(x=errors, nbinsx=60, marker_color=PALETTE[0], name="test images",
-                                 hovertemplate="error %{x}<br>%{y} images<extra></extra>"))
+    fig = go.Figure(go.Histogram(x=errors, nbinsx=60, marker_color=PALETTE[0], name="test items",
+                                 hovertemplate="error %{x}<br>%{y} items<extra></extra>"))
     fig.add_vline(x=threshold, line=dict(color=PALETTE[2], width=2, dash="dash"),
                   annotation_text=f"threshold: {above} of {len(errors)} above", annotation_position="top right")
-    fig.update_xaxes(title_text="reconstruction error (MSE per pixel)")
-    fig.update_yaxes(title_text="images")
+    fig.update_xaxes(title_text=x_title)
+    fig.update_yaxes(title_text="items")
     fig.update_layout(showlegend=False, bargap=0.02)
     return _layout(fig, title, 320)

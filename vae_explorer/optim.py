@@ -8,10 +8,15 @@ VAE step here, about 6% (benchmarks/optimizer_step.py). This class keeps the ker
 
 Numerics and the state dict are torch.optim.Adam's exactly (tests/test_optim.py
 compares both step by step), so checkpoints written by either resume with either.
+The kernel is private: `make_optimizer` probes one step once per device type and
+falls back to torch.optim.Adam(fused=True), then its foreach path, when a torch
+upgrade removed the kernel or changed its signature or its arithmetic.
 """
 from __future__ import annotations
 
-from typing import Iterable
+import functools
+import warnings
+from typing import Callable, Iterable
 
 import torch
 
@@ -100,3 +105,44 @@ class FusedAdam:
             self.steps[i] = torch.tensor(float(saved["step"]), dtype=torch.float32, device=p.device)
             self.exp_avg[i] = saved["exp_avg"].to(device=p.device, dtype=p.dtype, copy=True)
             self.exp_avg_sq[i] = saved["exp_avg_sq"].to(device=p.device, dtype=p.dtype, copy=True)
+
+
+def _adam_step_is_right(make: Callable[[list[torch.nn.Parameter]], object], device_type: str) -> bool:
+    """One step of the optimizer `make` builds, on a tiny parameter, checked against Adam's first-step
+    rule (each weight moves by -lr * sign(grad), lr = 0.1); False when it raises or computes otherwise."""
+    try:
+        p = torch.nn.Parameter(torch.zeros(3, device=device_type))
+        optimizer = make([p])
+        p.grad = torch.tensor([1.0, -2.0, 0.5], device=device_type)
+        optimizer.step()
+        return bool(torch.allclose(p.detach().cpu(), torch.tensor([-0.1, 0.1, -0.1]), atol=1e-6))
+    except (AttributeError, TypeError, RuntimeError, ValueError, NotImplementedError):
+        return False
+
+
+# Adam implementations by preference; the first whose probe passes on a device type is used there.
+_ADAMS: dict[str, Callable] = {
+    "FusedAdam": lambda params, lr: FusedAdam(params, lr=lr),
+    "torch.optim.Adam(fused=True)": lambda params, lr: torch.optim.Adam(params, lr=lr, fused=True),
+    "torch.optim.Adam(foreach=True)": lambda params, lr: torch.optim.Adam(params, lr=lr, foreach=True),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def adam_for(device_type: str) -> str:
+    """The name of the Adam that works on `device_type` (probed once per process): FusedAdam while the
+    private kernel works; torch.optim.Adam(fused=True) when a torch upgrade changed the kernel's
+    signature (torch's own call site moves with it); the foreach Adam when no fused kernel works."""
+    candidates = list(_ADAMS) if device_type in FUSED_DEVICES else ["torch.optim.Adam(foreach=True)"]
+    for name in candidates[:-1]:
+        if _adam_step_is_right(lambda params: _ADAMS[name](params, 0.1), device_type):
+            return name
+    return candidates[-1]
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, device: torch.device):
+    """Adam, by the fastest implementation that works here (`adam_for`)."""
+    name = adam_for(device.type)
+    if device.type in FUSED_DEVICES and name != "FusedAdam":
+        warnings.warn(f"torch._fused_adam_ is unusable from FusedAdam in this torch: training with {name}")
+    return _ADAMS[name](list(params), lr)

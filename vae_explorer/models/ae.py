@@ -8,22 +8,23 @@ from dataclasses import dataclass
 
 import torch
 
-from ..noise import add_noise
-from .base import Autoencoder, ModelConfig, ModelOutput
+from ..data.images import add_noise
+from .base import Autoencoder, ModelConfig, ModelOutput, setting
 from .likelihoods import build_likelihood
 from .networks import activation_layer, build_decoder, build_encoder
 
 
 @dataclass
 class AEConfig(ModelConfig):
-    code_activation: str = "none"  # "relu" gives non-negative (sparse) codes
-    l1_weight: float = 0.0  # sparse AE: L1 penalty on the code, per sample
-    noise_std: float = 0.0  # denoising AE: additive Gaussian noise factor, clipped to [0, 1]
-    mask_prob: float = 0.0  # denoising AE: fraction of input pixels zeroed
+    code_activation: str = setting("none", "activation on the code: relu gives non-negative (sparse) codes",
+                                   choices=("none", "relu", "leaky_relu"))
+    l1_weight: float = setting(0.0, "sparse AE: L1 penalty on the code, per sample", aliases=("--l1",))
+    noise_std: float = setting(0.0, "denoising AE: std of the Gaussian noise added to inputs (clipped to [0, 1])")
+    mask_prob: float = setting(0.0, "denoising AE: fraction of input pixels zeroed")
 
     def __post_init__(self):
         super().__post_init__()
-        if self.l1_weight < 0 or self.noise_std < 0:
+        if not (self.l1_weight >= 0 and self.noise_std >= 0):
             raise ValueError("l1_weight and noise_std must be >= 0")
         if not 0 <= self.mask_prob < 1:
             raise ValueError(f"mask_prob must be in [0, 1), got {self.mask_prob}")

@@ -1,4 +1,6 @@
-"""The one contract every model follows, and the typed output of `forward`.
+"""The one contract every model follows: what it computes (`encode`, `decode`,
+`forward` -> `ModelOutput`) and what the shell may ask it (how to sample, extra
+evaluation metrics, learned state worth showing, what kind of code it has).
 
 Loss scale, stated once for the whole package: every term is summed over
 pixels and latent dimensions per sample, then averaged over the batch, so a
@@ -6,11 +8,14 @@ weight such as beta means the same thing at any batch size.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
+
+from .likelihoods import LIKELIHOODS
 
 
 class ModelOutput:
@@ -46,19 +51,27 @@ class ModelOutput:
         return self._stats or {}
 
 
+def setting(default, help: str, **extra):
+    """A config field with its help text: the CLI makes a flag of it and the page a setting."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple for sequence defaults")
+    return field(default=default, metadata={"help": help, **extra})
+
+
 @dataclass
 class ModelConfig:
     """Fields every model shares; each model's config extends it with its own."""
 
-    input_shape: tuple[int, int, int] = (1, 8, 8)  # (C, H, W)
-    latent_dim: int = 2
-    arch: str = "mlp"  # "mlp" or "conv" backbone (networks.py)
-    hidden: tuple[int, ...] = (256,)  # MLP widths, encoder side
-    channels: tuple[int, ...] = (32, 64)  # conv channels, encoder side
-    activation: str = "relu"
-    likelihood: str = "bernoulli"  # likelihoods.LIKELIHOODS
-    sigma: float = 0.1  # fixed scale of the gaussian / laplace likelihoods
-    squash: bool = True  # sigmoid on the decoder mean
+    input_shape: tuple[int, ...] = setting((1, 8, 8), "(C, H, W) of the images; set from the dataset", data=True)
+    latent_dim: int = setting(2, "code size")
+    arch: str = setting("mlp", "backbone: mlp (Linear layers) or conv (strided convolutions)", choices=("mlp", "conv"))
+    hidden: tuple[int, ...] = setting((256,), "MLP widths on the encoder side, e.g. 400 or 512,256")
+    channels: tuple[int, ...] = setting((32, 64), "conv channels on the encoder side, e.g. 32,64",
+                                        aliases=("--conv-channels",))
+    activation: str = setting("relu", "hidden-layer activation", choices=("relu", "leaky_relu", "none"))
+    likelihood: str = setting("bernoulli", "p(x|z), the reconstruction likelihood", choices=LIKELIHOODS)
+    sigma: float = setting(0.1, "fixed scale of the gaussian / laplace likelihood")
+    squash: bool = setting(True, "sigmoid on the decoder mean (keeps images in [0, 1])")
 
     def __post_init__(self):
         # JSON round trips give lists; keep tuples so configs compare equal.
@@ -71,7 +84,7 @@ class ModelConfig:
             raise ValueError(f"latent_dim must be at least 1, got {self.latent_dim}")
         if self.arch not in ("mlp", "conv"):
             raise ValueError(f"arch must be 'mlp' or 'conv', got {self.arch!r}")
-        if self.sigma <= 0:
+        if not self.sigma > 0:
             raise ValueError(f"sigma must be positive, got {self.sigma}")
 
     def to_dict(self) -> dict:
@@ -86,23 +99,44 @@ class ModelConfig:
         return cls(**d)
 
 
+@dataclass(frozen=True)
+class SampleSource:
+    """One way a model turns random numbers into outputs, as the Sample view shows it."""
+
+    name: str  # passed back to `Autoencoder.sample`
+    label: str  # a picture's title
+    explanation: str  # what the picture shows, Markdown
+    generative: bool = False  # a real sample of the model's generative distribution
+
+
+GUESS_PRIOR = SampleSource(
+    "prior", "z ~ N(0, T²·I)",
+    "z ~ N(0, T²·I). A plain autoencoder was never asked to put its codes there, so most of these decode to "
+    "blurs or nothing: this is why AE sampling fails.")
+FITTED = SampleSource(
+    "fitted", "z ~ a Gaussian fitted to the model's codes",
+    "z from a Gaussian fitted to the model's own test codes: closer, yet the codes fill an irregular shape, and "
+    "the gaps between classes still decode to non-images. A VAE fixes this by training the codes towards N(0, I).")
+
+
 class Autoencoder(nn.Module):
     """Base class: images (B, C, H, W) in [0, 1] <-> flat codes (B, latent_dim).
 
-    Subclasses implement `encode`, `decode` and `forward`. The explorer only calls
-    `encode`/`decode`/`reconstruct` (and `sample` where `can_sample`), so every
-    model works in every view.
+    Subclasses implement `encode`, `decode` and `forward`, and override the questions
+    below where their answer differs. The explorer only calls these, so every model
+    works in every view.
     """
 
-    name: str = "autoencoder"
-    can_sample: bool = False  # True where decoding z ~ N(0, I) is meaningful
+    name: str = "autoencoder"  # set to the registry name by build_model
+    data_kind: str = "image"  # the kind of items it encodes (data.DATA_KINDS)
+    code_kind: str = "continuous"  # or "quantized": decoded codes snap to a codebook in `encode`
 
     def __init__(self, config):
         super().__init__()
         self.config = config
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def input_shape(self) -> tuple[int, ...]:
         return tuple(self.config.input_shape)
 
     @property
@@ -122,9 +156,41 @@ class Autoencoder(nn.Module):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
+    # ---- what the shell asks ---------------------------------------------------------------
+
+    def sample_sources(self) -> tuple[SampleSource, ...]:
+        """The ways `sample` can draw, the model's own first (the Sample view shows the first two)."""
+        return GUESS_PRIOR, FITTED
+
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Decode z ~ N(0, temperature^2 I). Only a VAE prior makes this a real sample."""
-        device = next(self.parameters()).device
-        z = torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(device) * temperature
-        return self.decode(z)
+    def sample(self, n: int, source: str | None = None, temperature: float = 1.0,
+               generator: torch.Generator | None = None, codes: np.ndarray | None = None) -> torch.Tensor:
+        """Decode n random codes: (n, C, H, W). prior: z ~ N(0, T² I). fitted: z ~ N(mean, T² cov) of
+        `codes` (the model's own codes, (N, D))."""
+        source = source or self.sample_sources()[0].name
+        if n < 1 or not temperature > 0:
+            raise ValueError("need at least one sample and a positive temperature")
+        eps = torch.randn(n, self.latent_dim, generator=generator)
+        if source == "prior":
+            z = eps * temperature
+        elif source == "fitted":
+            if codes is None or len(codes) < 2:
+                raise ValueError("fitted sampling needs the model's codes")
+            c = torch.as_tensor(np.asarray(codes, np.float64))
+            cov = torch.cov(c.T).reshape(self.latent_dim, self.latent_dim)
+            # Cholesky with a little jitter: codes of a collapsed dimension give a singular covariance.
+            jitter = 1e-6 * max(float(cov.diagonal().mean()), 1e-6)
+            chol = torch.linalg.cholesky(cov + jitter * torch.eye(self.latent_dim, dtype=cov.dtype))
+            z = (c.mean(0) + temperature * eps.double() @ chol.T).float()
+        else:
+            names = ", ".join(s.name for s in self.sample_sources())
+            raise ValueError(f"{self.name} samples from: {names}; not {source!r}")
+        return self.decode(z.to(next(self.parameters()).device))
+
+    def extra_metrics(self, x: torch.Tensor, iwae_k: int) -> dict[str, torch.Tensor]:
+        """Per-item metrics beyond the loss terms, (B,) each (a VAE's IWAE bound); {} when it has none."""
+        return {}
+
+    def learned_state(self) -> dict[str, torch.Tensor]:
+        """Learned tensors that are not parameters (an EMA codebook): shown on the model card."""
+        return {}

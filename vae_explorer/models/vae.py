@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import Autoencoder, ModelConfig, ModelOutput
+from .base import FITTED, Autoencoder, ModelConfig, ModelOutput, SampleSource, setting
 from .distributions import DiagonalGaussian, standard_normal_log_prob
 from .likelihoods import build_likelihood
 from .networks import build_decoder, build_encoder
@@ -18,7 +18,7 @@ from .networks import build_decoder, build_encoder
 
 @dataclass
 class VAEConfig(ModelConfig):
-    beta: float = 1.0  # weight of the KL term
+    beta: float = setting(1.0, "weight of the KL term (beta-VAE: > 1)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -26,9 +26,17 @@ class VAEConfig(ModelConfig):
             raise ValueError(f"beta must be >= 0, got {self.beta}")
 
 
+PRIOR = SampleSource(
+    "prior", "z ~ N(0, T²·I), the prior",
+    "z ~ N(0, T²·I), the VAE's prior: its decodes are its generative samples.", generative=True)
+FITTED_VAE = SampleSource(
+    "fitted", FITTED.label,
+    "z from a Gaussian fitted to the test codes, for comparison; a well-trained VAE's codes already look like "
+    "N(0, I), so both should look alike.")
+
+
 class VAE(Autoencoder):
     name = "vae"
-    can_sample = True
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
@@ -43,7 +51,7 @@ class VAE(Autoencoder):
         return DiagonalGaussian(mean, logvar)
 
     def encode(self, x):  # the posterior mean, (B, C, H, W) -> (B, D)
-        return self.posterior(x).mean
+        return self.posterior(x).mode()
 
     def decode(self, z):
         return self.likelihood.mean(self.decoder(z))
@@ -59,6 +67,12 @@ class VAE(Autoencoder):
         terms = {"recon": nll.mean(), "kl": self.config.beta * kl.mean()}
         return ModelOutput(recon=lambda: self.likelihood.mean(params), latent=z, loss=sum(terms.values()), terms=terms,
                            stats=lambda: {"elbo": -(nll + kl).mean()})
+
+    def sample_sources(self):
+        return PRIOR, FITTED_VAE
+
+    def extra_metrics(self, x, iwae_k):
+        return {"nll_iwae": -self.log_likelihood(x, k=iwae_k)} if iwae_k > 0 else {}
 
     @torch.no_grad()
     def log_likelihood(self, x: torch.Tensor, k: int = 100, chunk: int = 25) -> torch.Tensor:

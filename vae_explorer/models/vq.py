@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Autoencoder, ModelConfig, ModelOutput
+from .base import Autoencoder, ModelConfig, ModelOutput, SampleSource, setting
 from .likelihoods import build_likelihood
 from .networks import build_decoder, build_encoder
 
@@ -28,14 +28,16 @@ EMA_EPS = 1e-5  # Laplace smoothing of the EMA code counts (Sonnet's VectorQuant
 
 @dataclass
 class VQConfig(ModelConfig):
-    latent_dim: int = 16
-    code_dim: int = 4  # size of one codebook vector
-    codebook_size: int = 64  # K vectors per level
-    levels: int = 1  # > 1: residual VQ
-    commitment: float = 0.25  # weight of ||z_e - sg(z_q)||^2
-    restart_every: int = 50  # training steps between re-seeding unused codes (0: never)
-    codebook_update: str = "loss"  # "loss": gradient of ||sg(z_e) - e||^2; "ema": moving averages, no gradient
-    ema_decay: float = 0.99  # "ema": weight of the past in every update
+    latent_dim: int = setting(16, "code size: tokens x code_dim")
+    code_dim: int = setting(4, "size of one codebook vector")
+    codebook_size: int = setting(64, "codebook vectors per level (K)")
+    levels: int = setting(1, "quantization levels; > 1 is residual VQ")
+    commitment: float = setting(0.25, "weight of the commitment loss ||z_e - sg(z_q)||^2")
+    restart_every: int = setting(50, "training steps between re-seeding unused codes (0: never)")
+    codebook_update: str = setting("loss", "loss: codebooks learn by gradient of ||sg(z_e) - e||^2; ema: as "
+                                   "moving averages of the encoder outputs assigned to them", choices=CODEBOOK_UPDATES)
+    ema_decay: float = setting(0.99, "ema codebook update: weight of the past in every update, in (0, 1)",
+                               only_with={"codebook_update": "ema"})
 
     def __post_init__(self):
         super().__post_init__()
@@ -43,7 +45,9 @@ class VQConfig(ModelConfig):
             raise ValueError(f"latent_dim ({self.latent_dim}) must be a multiple of code_dim ({self.code_dim})")
         if self.codebook_size < 2 or self.levels < 1:
             raise ValueError("codebook_size must be >= 2 and levels >= 1")
-        if self.commitment < 0:
+        if self.restart_every < 0:
+            raise ValueError(f"restart_every must be >= 0, got {self.restart_every}")
+        if not self.commitment >= 0:
             raise ValueError(f"commitment must be >= 0, got {self.commitment}")
         if self.codebook_update not in CODEBOOK_UPDATES:
             raise ValueError(f"codebook_update must be 'loss' or 'ema', got {self.codebook_update!r}")
@@ -160,9 +164,17 @@ class VectorQuantizer(nn.Module):
         return q, idx
 
 
+USAGE = SampleSource(
+    "usage", "Codes drawn by how often training images use them",
+    "each code token drawn independently by how often training images used it (temperature flattens or "
+    "sharpens those frequencies). A VQ-VAE has no learned prior over token combinations (the original uses a "
+    "PixelCNN for that), so this is not a true sample of the data.")
+UNIFORM = SampleSource("uniform", "Codes drawn uniformly", "tokens drawn uniformly from the codebook.")
+
+
 class VQVAE(Autoencoder):
     name = "vq_vae"
-    can_sample = True  # by drawing codes, not z ~ N(0, I): see `sample`
+    code_kind = "quantized"
 
     def __init__(self, config: VQConfig):
         super().__init__(config)
@@ -221,20 +233,30 @@ class VQVAE(Autoencoder):
             usage.append((p > 0).float().mean())
         return {"perplexity": torch.stack(perplexity).mean(), "codebook_usage": torch.stack(usage).mean()}
 
+    def sample_sources(self):
+        return USAGE, UNIFORM
+
     @torch.no_grad()
-    def sample(self, n, temperature=1.0, generator=None, codes: str = "usage"):
-        """Decode random codes: each token's code drawn uniformly (`codes="uniform"`) or by
-        its training frequency sharpened/flattened by temperature (`codes="usage"`).
+    def sample(self, n, source=None, temperature=1.0, generator=None, codes=None):
+        """Decode random codes: each token's code drawn uniformly (`source="uniform"`) or by
+        its training frequency sharpened/flattened by temperature (`source="usage"`).
         VQ-VAE has no learned prior over code sequences, so tokens are drawn independently."""
+        source = source or USAGE.name
+        if source not in (USAGE.name, UNIFORM.name):
+            raise ValueError(f"{self.name} samples codes by usage or uniformly, not {source!r}")
+        if n < 1 or not temperature > 0:
+            raise ValueError("need at least one sample and a positive temperature")
         device = self.quantizers[0].codebook.device
         z = torch.zeros(n * self.tokens, self.config.code_dim, device=device)
         for vq in self.quantizers:
-            if codes == "uniform":
+            if source == UNIFORM.name:
                 probs = torch.ones_like(vq.usage)
-            elif codes == "usage":
-                probs = vq.usage.clamp_min(1e-12) ** (1.0 / max(temperature, 1e-3))
             else:
-                raise ValueError(f"codes must be 'uniform' or 'usage', got {codes!r}")
+                probs = vq.usage.clamp_min(1e-12) ** (1.0 / max(temperature, 1e-3))
             idx = torch.multinomial(probs.cpu(), n * self.tokens, replacement=True, generator=generator).to(device)
             z = z + vq.codebook[idx]
         return self.decode(z.view(n, -1))
+
+    def learned_state(self):
+        # EMA codebooks are buffers moved by averaging, not parameters: without this a card would hide them.
+        return {name: buf for name, buf in self.named_buffers() if name.endswith(".codebook")}

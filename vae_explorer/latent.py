@@ -1,7 +1,8 @@
-"""Exploring a trained model: encode a dataset, principal axes of its codes,
-latent planes ("manifolds"), interpolation, sampling, reconstruction errors and
-a PCA baseline. Plain functions over tensors and arrays, deterministic given a
-seed; the views (views.py) turn their results into pictures.
+"""Latent-space math: encode a dataset, principal axes of its codes, 2-D views
+(raw plane, PCA), latent planes ("manifolds"), slider axes, interpolation,
+reconstruction errors and a PCA baseline. Plain functions over tensors and
+arrays, deterministic given a seed; the server's explorer turns their results
+into pictures.
 """
 from __future__ import annotations
 
@@ -10,27 +11,33 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import to_float
-from .models import VQVAE, Autoencoder
+from .models import Autoencoder
+
+PROJECTIONS = ("auto", "raw", "pca", "umap")
 
 
 @torch.no_grad()
-def encode_images(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """(N, C, H, W) uint8 -> (N, D) float32 codes on the CPU (`model.encode`: AE code, VAE mean, VQ vector)."""
+def encode_items(model: Autoencoder, items: torch.Tensor, kind, batch_size: int = 1000) -> torch.Tensor:
+    """(N, ...) stored items -> (N, D) float32 codes on the CPU (`model.encode`: AE code, VAE mean, VQ vector)."""
     device = next(model.parameters()).device
-    out = [model.encode(to_float(images[i:i + batch_size].to(device))).float().cpu()
-           for i in range(0, len(images), batch_size)]
+    out = [model.encode(kind.prepare(items[i:i + batch_size].to(device))).float().cpu()
+           for i in range(0, len(items), batch_size)]
     return torch.cat(out) if out else torch.empty(0, model.latent_dim)
 
 
 @torch.no_grad()
-def reconstruction_errors(model: Autoencoder, images: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
-    """(N, C, H, W) uint8 -> (N,) mean squared error per pixel of `reconstruct` (no sampling, no corruption)."""
+def reconstruction_errors(model: Autoencoder, items: torch.Tensor, kind, batch_size: int = 1000) -> np.ndarray:
+    """(N, ...) stored items -> (N,) the kind's error of `reconstruct` per item (no sampling, no corruption)."""
     errors = []
-    for i in range(0, len(images), batch_size):
-        x = to_float(images[i:i + batch_size])
-        errors.append((model.reconstruct(x).float() - x).square().flatten(1).mean(1))
+    for i in range(0, len(items), batch_size):
+        x = kind.prepare(items[i:i + batch_size])
+        errors.append(kind.errors(model.reconstruct(x), x))
     return torch.cat(errors).numpy() if errors else np.zeros(0, np.float32)
+
+
+def _coefficients(z: np.ndarray, center: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """(N, D) codes -> (N, k) their coordinates along k directions (rows of `directions`) through `center`."""
+    return (np.asarray(z, np.float32) - center) @ directions.T
 
 
 @dataclass
@@ -42,7 +49,7 @@ class PrincipalAxes:
     std: np.ndarray  # (D,) std of the codes along each direction
 
     def coefficients(self, z: np.ndarray) -> np.ndarray:
-        return (np.asarray(z, np.float32) - self.mean) @ self.directions.T
+        return _coefficients(z, self.mean, self.directions)
 
     def explained(self) -> np.ndarray:
         var = self.std ** 2
@@ -78,7 +85,7 @@ class SliderAxes:
     high: np.ndarray
 
     def values(self, z: np.ndarray) -> np.ndarray:
-        return (np.asarray(z, np.float32) - self.center) @ self.directions.T
+        return _coefficients(z, self.center, self.directions)
 
     def compose(self, z_base: np.ndarray, values) -> np.ndarray:
         """The code with its slider coordinates replaced by `values`, the rest of `z_base` kept."""
@@ -152,57 +159,43 @@ def interpolate(z0: np.ndarray, z1: np.ndarray, ts, mode: str = "linear") -> np.
     return (direction * ((1 - ts) * n0 + ts * n1)).astype(np.float32)
 
 
-SAMPLE_SOURCES = ("prior", "fitted", "usage", "uniform")
-
-
-@torch.no_grad()
-def sample_images(model: Autoencoder, n: int, source: str = "prior", temperature: float = 1.0, seed: int = 0,
-                  codes: np.ndarray | None = None) -> torch.Tensor:
-    """n decoded samples (n, C, H, W) in [0, 1].
-
-    prior: z ~ N(0, T² I), the VAE's generative model (for a plain AE a guess
-    that mostly lands off its codes). fitted: z ~ N(mean, T² cov) of the model's
-    own test codes. usage / uniform: VQ models, codes drawn by training usage
-    frequency or uniformly.
-    """
-    if n < 1 or not temperature > 0:
-        raise ValueError("need at least one sample and a positive temperature")
-    g = torch.Generator().manual_seed(int(seed))
-    if source in ("usage", "uniform"):
-        if not isinstance(model, VQVAE):
-            raise ValueError(f"{source} code sampling is for VQ models")
-        return model.sample(n, temperature=temperature, generator=g, codes=source).float().clamp(0, 1)
-    eps = torch.randn(n, model.latent_dim, generator=g)
-    if source == "prior":
-        z = eps * temperature
-    elif source == "fitted":
-        if codes is None or len(codes) < 2:
-            raise ValueError("fitted sampling needs the model's codes")
-        c = torch.as_tensor(np.asarray(codes, np.float64))
-        mean = c.mean(0)
-        cov = torch.cov(c.T).reshape(model.latent_dim, model.latent_dim)
-        # Cholesky with a little jitter: codes of a collapsed dimension give a singular covariance.
-        chol = torch.linalg.cholesky(cov + 1e-6 * torch.eye(model.latent_dim, dtype=cov.dtype)
-                                     * max(float(cov.diagonal().mean()), 1e-6))
-        z = (mean + temperature * eps.double() @ chol.T).float()
-    else:
-        raise ValueError(f"unknown sample source {source!r}; choose one of {', '.join(SAMPLE_SOURCES)}")
-    device = next(model.parameters()).device
-    return model.decode(z.to(device)).float().clamp(0, 1).cpu()
-
-
 class PCABaseline:
-    """PCA on flattened pixels as a linear autoencoder: the baseline every AE should beat."""
+    """PCA on flattened items as a linear autoencoder: the baseline every AE should beat."""
 
-    def __init__(self, images: torch.Tensor, k: int):
-        x = to_float(images).flatten(1).double()  # (N, P)
-        self.shape = tuple(images.shape[1:])
+    def __init__(self, items: torch.Tensor, k: int, kind):
+        x = kind.prepare(items).flatten(1).double()  # (N, P)
+        self.shape = tuple(items.shape[1:])
         self.k = min(k, x.shape[0], x.shape[1])
         self.mean = x.mean(0)
         _, _, vt = torch.linalg.svd(x - self.mean, full_matrices=False)
         self.components = vt[: self.k]  # (k, P)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) float -> projection onto the top-k subspace, clipped to [0, 1]."""
+        """(B, ...) prepared items -> projection onto the top-k subspace, clipped to [0, 1]."""
         flat = x.flatten(1).double() - self.mean
         return ((flat @ self.components.T) @ self.components + self.mean).clamp(0, 1).float().view(-1, *self.shape)
+
+
+def resolve_projection(method: str, latent_dim: int) -> str:
+    """'auto' is raw for 2-D codes, PCA otherwise; 'raw' needs 2-D codes."""
+    if method not in PROJECTIONS:
+        raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, got {method!r}")
+    if method == "auto":
+        return "raw" if latent_dim <= 2 else "pca"
+    if method == "raw" and latent_dim > 2:
+        return "pca"
+    return method
+
+
+def _two_columns(points: np.ndarray) -> np.ndarray:
+    return points[:, :2] if points.shape[1] >= 2 else np.pad(points, ((0, 0), (0, 2 - points.shape[1])))
+
+
+def raw_2d(codes: np.ndarray) -> np.ndarray:
+    """(N, D) -> (N, 2): the first two coordinates (a 1-D code gets a zero second one)."""
+    return _two_columns(codes)
+
+
+def pca_2d(codes: np.ndarray, axes: PrincipalAxes) -> np.ndarray:
+    """(N, D) -> (N, 2) coefficients on the top two principal directions."""
+    return _two_columns(_coefficients(codes, axes.mean, axes.directions[:2]))

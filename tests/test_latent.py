@@ -1,4 +1,4 @@
-"""The explorer's math against independent references: PCA (scikit-learn), slerp's
+"""The latent math against independent references: PCA (scikit-learn), slerp's
 defining properties, the slider and plane geometry, sampling statistics."""
 from __future__ import annotations
 
@@ -8,17 +8,18 @@ import torch
 from sklearn.decomposition import PCA
 
 from vae_explorer import build_model
-from vae_explorer.explore import (
+from vae_explorer.data import IMAGES
+from vae_explorer.latent import (
     PCABaseline,
-    encode_images,
+    encode_items,
     interpolate,
     latent_plane,
+    pca_2d,
     principal_axes,
     reconstruction_errors,
-    sample_images,
+    resolve_projection,
     slider_axes,
 )
-from vae_explorer.projections import pca_2d, resolve_projection
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +37,14 @@ def test_principal_axes_match_sklearn_pca(codes):
     cos = np.abs((axes.directions * ref.components_).sum(1))
     assert cos[:6].min() > 0.999
     np.testing.assert_allclose(axes.std, np.sqrt(ref.explained_variance_), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(pca_2d(codes, axes.mean, axes.directions),
+    np.testing.assert_allclose(pca_2d(codes, axes),
                                ref.transform(codes)[:, :2] * np.sign((axes.directions[:2] * ref.components_[:2]).sum(1)),
                                rtol=1e-3, atol=1e-3)
 
 
 def test_pca_baseline_matches_sklearn_reconstruction(digits):
     k = 10
-    base = PCABaseline(digits.train_x, k)
+    base = PCABaseline(digits.train_x, k, IMAGES)
     x = digits.test_x[:50].float() / 255
     ref = PCA(n_components=k).fit(digits.train_x.flatten(1).numpy() / 255.0)
     expected = np.clip(ref.inverse_transform(ref.transform(x.flatten(1).numpy())), 0, 1)
@@ -122,24 +123,28 @@ def test_fitted_gaussian_samples_have_the_codes_moments():
     captured = {}
     original = model.decode
     model.decode = lambda z: (captured.setdefault("z", z), original(z))[1]
-    sample_images(model, 4000, "fitted", 1.0, seed=0, codes=codes)
+    model.sample(4000, "fitted", 1.0, torch.Generator().manual_seed(0), codes=codes)
     z = captured["z"].double().numpy()
     np.testing.assert_allclose(z.mean(0), codes.mean(0), atol=0.08)
     np.testing.assert_allclose(np.cov(z.T), np.cov(codes.T), atol=0.12)
     model.decode = original
-    a = sample_images(model, 4, "prior", 1.0, seed=7)
-    b = sample_images(model, 4, "prior", 1.0, seed=7)
+    a = model.sample(4, "prior", 1.0, torch.Generator().manual_seed(7))
+    b = model.sample(4, "prior", 1.0, torch.Generator().manual_seed(7))
     assert torch.equal(a, b) and a.shape == (4, 1, 8, 8)
-    with pytest.raises(ValueError):
-        sample_images(model, 4, "usage")  # code sampling is for VQ models
+    with pytest.raises(ValueError, match="samples from: prior, fitted"):
+        model.sample(4, "usage")  # code sampling is for VQ models
+    vq = build_model("vq_vae", input_shape=(1, 8, 8))
+    assert [s.name for s in vq.sample_sources()] == ["usage", "uniform"] and vq.code_kind == "quantized"
+    with pytest.raises(ValueError, match="usage or uniformly"):
+        vq.sample(4, "prior")
 
 
 def test_encode_and_errors_batch_independently(digits):
     model = build_model("vae", input_shape=(1, 8, 8), latent_dim=2).eval()
-    whole = encode_images(model, digits.test_x[:70], batch_size=1000)
-    pieces = encode_images(model, digits.test_x[:70], batch_size=16)
+    whole = encode_items(model, digits.test_x[:70], IMAGES, batch_size=1000)
+    pieces = encode_items(model, digits.test_x[:70], IMAGES, batch_size=16)
     torch.testing.assert_close(whole, pieces)
-    errors = reconstruction_errors(model, digits.test_x[:70], batch_size=16)
+    errors = reconstruction_errors(model, digits.test_x[:70], IMAGES, batch_size=16)
     x = digits.test_x[:70].float() / 255
     expected = (model.reconstruct(x) - x).square().flatten(1).mean(1).numpy()
     np.testing.assert_allclose(errors, expected, rtol=1e-5)

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import SUFFIX, CheckpointError, load_checkpoint, read_metadata
-from .data import DatasetError, ImageData, load_dataset_for
-from .explore import encode_images, principal_axes
-from .models import Autoencoder
+from ..checkpoints import SUFFIX, CheckpointError, load_checkpoint, read_metadata
+from ..data import DATA_KINDS, Dataset, DatasetError, load_dataset_for
+from ..latent import encode_items, principal_axes
+from ..models import Autoencoder
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -42,31 +42,37 @@ class LoadedCheckpoint:
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # lazy parts need each other
     _cache: dict = field(default_factory=dict, repr=False)
 
-    def _cached(self, what: str, compute):
+    def cached(self, what: str, compute):
+        """A value computed once per loaded checkpoint (the codes, a view's statistics)."""
         with self._lock:
             if what not in self._cache:
                 self._cache[what] = compute()
             return self._cache[what]
 
     @property
-    def data(self) -> ImageData:
+    def kind(self):
+        """The kind of items the model takes (data/): known without loading the dataset."""
+        return DATA_KINDS[self.model.data_kind]
+
+    @property
+    def data(self) -> Dataset:
         def load():
             try:
                 return load_dataset_for(self.meta, self.data_root)
             except DatasetError as e:
                 raise CatalogError(f"{self.name}: its dataset cannot be loaded: {e}") from None
 
-        return self._cached("data", load)
+        return self.cached("data", load)
 
     @property
     def codes(self) -> np.ndarray:
-        """(N_test, D) float32: `encode` of every test image (AE code, VAE mean, VQ vector)."""
-        return self._cached("codes", lambda: encode_images(self.model, self.data.test_x).numpy())
+        """(N_test, D) float32: `encode` of every test item (AE code, VAE mean, VQ vector)."""
+        return self.cached("codes", lambda: encode_items(self.model, self.data.test_x, self.kind).numpy())
 
     @property
     def axes(self):
         """Principal axes of the test codes (mean, directions, std), for sliders and planes."""
-        return self._cached("axes", lambda: principal_axes(self.codes))
+        return self.cached("axes", lambda: principal_axes(self.codes))
 
     @property
     def labels(self) -> np.ndarray:
@@ -77,18 +83,18 @@ class LoadedCheckpoint:
         return str(self.meta.get("dataset", {}).get("name", "?"))
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def input_shape(self) -> tuple[int, ...]:
         return self.model.input_shape
 
     @torch.no_grad()
     def decode(self, z: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(B, D) codes -> (B, C, H, W) images in [0, 1] on the CPU."""
+        """(B, D) codes -> (B, ...) items in [0, 1] on the CPU."""
         z = torch.as_tensor(np.asarray(z, dtype=np.float32)).reshape(-1, self.model.latent_dim)
         return self.model.decode(z).float().clamp(0, 1)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) float images -> (B, D) codes."""
+        """(B, ...) prepared items -> (B, D) codes."""
         return self.model.encode(x).float()
 
     @torch.no_grad()

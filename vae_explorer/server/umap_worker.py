@@ -1,4 +1,4 @@
-"""2-D views of latent codes: the raw plane, PCA, and UMAP.
+"""UMAP maps of latent codes, fitted off the request path.
 
 UMAP is slow to start (numba compiles for about a minute in a fresh process on
 a small CPU), so it runs in one background worker process that is warmed up at
@@ -18,30 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-PROJECTIONS = ("auto", "raw", "pca", "umap")
-
-
-def resolve_projection(method: str, latent_dim: int) -> str:
-    """'auto' is raw for 2-D codes, PCA otherwise; 'raw' needs 2-D codes."""
-    if method not in PROJECTIONS:
-        raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, got {method!r}")
-    if method == "auto":
-        return "raw" if latent_dim <= 2 else "pca"
-    if method == "raw" and latent_dim > 2:
-        return "pca"
-    return method
-
-
-def pca_2d(codes: np.ndarray, mean: np.ndarray, directions: np.ndarray) -> np.ndarray:
-    """(N, D) -> (N, 2) coefficients on the top two principal directions."""
-    coefs = (codes - mean) @ directions[:2].T
-    return coefs if coefs.shape[1] == 2 else np.pad(coefs, ((0, 0), (0, 2 - coefs.shape[1])))
-
-
-def raw_2d(codes: np.ndarray) -> np.ndarray:
-    return codes[:, :2] if codes.shape[1] >= 2 else np.pad(codes, ((0, 0), (0, 2 - codes.shape[1])))
-
-
 # n_epochs 200 and a PCA start: 3-4 s instead of 9-10 s for 10,000 codes here, and the same picture.
 UMAP_SETTINGS = {"n_components": 2, "n_neighbors": 15, "min_dist": 0.1, "n_epochs": 200, "init": "pca"}
 UMAP_TAG = "umap-" + hashlib.sha256(json.dumps(UMAP_SETTINGS, sort_keys=True).encode()).hexdigest()[:8]
@@ -59,15 +35,15 @@ def umap_fit(codes: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 class _Worker:
-    """`python -m vae_explorer.projections`: a long-lived subprocess that fits UMAPs one at a
+    """`python -m vae_explorer.server.umap_worker`: a long-lived subprocess that fits UMAPs one at a
     time. A plain subprocess, not multiprocessing's spawn, which would re-import the
     server's main module (gradio and all) in the child."""
 
     def __init__(self):
         self._tmp = tempfile.TemporaryDirectory(prefix="vae-explorer-umap-")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "vae_explorer.projections"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, text=True, cwd=str(Path(__file__).resolve().parent.parent))
+            [sys.executable, "-m", "vae_explorer.server.umap_worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True, cwd=str(Path(__file__).resolve().parents[2]))
         self._futures: dict[int, Future] = {}
         self._next = 0
         self._lock = threading.Lock()

@@ -1,4 +1,6 @@
-"""Datasets as whole uint8 tensors with a fixed test split.
+"""Image datasets as whole uint8 tensors with a fixed test split: the built-in
+digits, MNIST / Fashion-MNIST / CIFAR-10 (torchvision's files and downloader),
+and a folder of the user's images.
 
 Each dataset is loaded once into memory, (N, C, H, W) uint8 plus int64 labels
 (-1 where there are none); training slices shuffled index batches from these
@@ -6,50 +8,22 @@ tensors on the training device instead of going through a per-item DataLoader.
 """
 from __future__ import annotations
 
-import functools
+import gzip
+import importlib.util
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "folder")
+from .dataset import Dataset, DatasetError
+from .images import IMAGES, pil_to_uint8
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DEFAULT_DATA_ROOT = os.environ.get("VAE_EXPLORER_DATA", "data")
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be loaded; the message says what was expected where."""
-
-
-@dataclass
-class ImageData:
-    name: str
-    train_x: torch.Tensor  # (N, C, H, W) uint8
-    train_y: torch.Tensor  # (N,) int64, -1 = unlabeled
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    classes: list[str] = field(default_factory=list)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_x.shape[1:])
-
-    def to(self, device) -> "ImageData":
-        return ImageData(self.name, self.train_x.to(device), self.train_y.to(device),
-                         self.test_x.to(device), self.test_y.to(device), self.classes)
-
-    def describe(self) -> dict:
-        return {"name": self.name, "input_shape": list(self.input_shape),
-                "train_size": len(self.train_x), "test_size": len(self.test_x), "classes": self.classes}
-
-
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float in [0, 1], in one pass (true division promotes to float32)."""
-    return x / 255.0
 
 
 def _split(x: torch.Tensor, y: torch.Tensor, test_fraction: float, seed: int = 0):
@@ -60,24 +34,22 @@ def _split(x: torch.Tensor, y: torch.Tensor, test_fraction: float, seed: int = 0
     return x[train], y[train], x[test], y[test]
 
 
-def _load_digits():
+def load_digits() -> Dataset:
     # scikit-learn ships the digits as a small CSV (64 pixels in 0..16, then the label). Reading it
     # directly is the same data as sklearn's load_digits without importing sklearn (seconds at start-up).
-    import importlib.util
-
     spec = importlib.util.find_spec("sklearn")
     path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None
     if path is not None and path.is_file():
         table = np.loadtxt(path, delimiter=",")
         pixels, target = table[:, :-1].reshape(-1, 8, 8), table[:, -1]
     else:
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits as sklearn_digits
 
-        d = load_digits()
+        d = sklearn_digits()
         pixels, target = d.images, d.target
     x = torch.from_numpy(np.round(pixels * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)  # (1797, 1, 8, 8)
     y = torch.from_numpy(target.astype(np.int64))
-    return ImageData("digits", *_split(x, y, 0.2), classes=[str(i) for i in range(10)])
+    return Dataset("digits", IMAGES, *_split(x, y, 0.2), classes=[str(i) for i in range(10)])
 
 
 _TORCHVISION = {
@@ -99,8 +71,6 @@ _MNIST_CLASSES = {  # as torchvision names them, so checkpoints agree whichever 
 
 def _read_idx(path: Path) -> np.ndarray:
     """One IDX file (the MNIST format: magic, dims, then uint8 data), raw or .gz."""
-    import gzip
-
     raw = path.read_bytes() if path.is_file() else gzip.decompress(path.with_name(path.name + ".gz").read_bytes())
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DatasetError(f"{path.name}: not an IDX file of unsigned bytes")
@@ -112,7 +82,7 @@ def _read_idx(path: Path) -> np.ndarray:
     return data.reshape(dims)
 
 
-def _load_idx_files(name: str, root: str) -> ImageData | None:
+def _load_idx_files(name: str, root: str) -> Dataset | None:
     """MNIST and Fashion-MNIST straight from their IDX files (raw or .gz) when all are there:
     the same arrays torchvision reads, without importing it (over a second at start-up)."""
     _, folder, files = _TORCHVISION[name]
@@ -120,13 +90,15 @@ def _load_idx_files(name: str, root: str) -> ImageData | None:
     if not all((base / f).is_file() or (base / (f + ".gz")).is_file() for f in files):
         return None
     trx, try_, tex, tey = (torch.from_numpy(_read_idx(base / f).copy()) for f in files)
-    return ImageData(name, trx.unsqueeze(1), try_.long(), tex.unsqueeze(1), tey.long(), classes=_MNIST_CLASSES[name])
+    return Dataset(name, IMAGES, trx.unsqueeze(1), try_.long(), tex.unsqueeze(1), tey.long(),
+                   classes=_MNIST_CLASSES[name])
 
 
-def _load_torchvision(name: str, root: str, download: bool):
+def load_torchvision(name: str, root: str | None, download: bool) -> Dataset:
+    root = root or DEFAULT_DATA_ROOT
     if name in _MNIST_CLASSES and (data := _load_idx_files(name, root)) is not None:
         return data
-    import torchvision.datasets as tvd
+    import torchvision.datasets as tvd  # only here: importing torchvision costs seconds
 
     cls_name, folder, files = _TORCHVISION[name]
     cls = getattr(tvd, cls_name)
@@ -146,7 +118,7 @@ def _load_torchvision(name: str, root: str, download: bool):
         return x.contiguous().to(torch.uint8), torch.as_tensor(ds.targets, dtype=torch.int64)
 
     (trx, try_), (tex, tey) = as_tensor(train), as_tensor(test)
-    return ImageData(name, trx, try_, tex, tey, classes=[str(c) for c in train.classes])
+    return Dataset(name, IMAGES, trx, try_, tex, tey, classes=[str(c) for c in train.classes])
 
 
 def _missing_message(name, root, folder, files, error, tried_download=False) -> str:
@@ -157,8 +129,8 @@ def _missing_message(name, root, folder, files, error, tried_download=False) -> 
             f"Put the files there or pass --data-root to the folder that holds {folder.split('/')[0]}/.")
 
 
-def _load_folder(root: str, image_size: int, channels: int | None):
-    from PIL import Image, UnidentifiedImageError
+def load_folder(root: str, image_size: int, channels: int | None) -> Dataset:
+
 
     base = Path(root).expanduser()
     if not base.is_dir():
@@ -179,8 +151,6 @@ def _load_folder(root: str, image_size: int, channels: int | None):
                            + "; ".join(skipped[:3]))
     if channels is None:  # colour if any image has colour
         channels = 3 if any(im.mode not in ("1", "L", "LA", "I", "I;16", "F") for _, im in images) else 1
-    from .images import pil_to_uint8
-
     x = torch.stack([pil_to_uint8(im, (channels, image_size, image_size)) for _, im in images])
     # Labels from the first sub-folder under root (ImageFolder layout); -1 for loose files.
     rel = [p.relative_to(base).parts for p, _ in images]
@@ -188,10 +158,10 @@ def _load_folder(root: str, image_size: int, channels: int | None):
     y = torch.tensor([classes.index(r[0]) if len(r) > 1 else -1 for r in rel], dtype=torch.int64)
     if len(x) < 2:
         raise DatasetError(f"folder dataset: {base.resolve()} has only {len(x)} readable image; need at least 2")
-    return ImageData(f"folder:{base.name}", *_split(x, y, 0.1), classes=classes)
+    return Dataset(f"folder:{base.name}", IMAGES, *_split(x, y, 0.1), classes=classes)
 
 
-def _resize(data: ImageData, image_size: int | None, channels: int | None) -> ImageData:
+def resize(data: Dataset, image_size: int | None, channels: int | None) -> Dataset:
     def fix(x: torch.Tensor) -> torch.Tensor:
         if channels is not None and x.shape[1] != channels:
             x = x.float().mean(1, keepdim=True).round().to(torch.uint8) if channels == 1 else x.expand(-1, channels, -1, -1)
@@ -200,39 +170,6 @@ def _resize(data: ImageData, image_size: int | None, channels: int | None) -> Im
                               align_corners=False).round().clamp(0, 255).to(torch.uint8)
         return x.contiguous()
 
-    return ImageData(data.name, fix(data.train_x), data.train_y, fix(data.test_x), data.test_y, data.classes)
-
-
-@functools.lru_cache(maxsize=8)
-def load_dataset(name: str = "digits", root: str | None = None, image_size: int | None = None,
-                 channels: int | None = None, download: bool = True) -> ImageData:
-    """Load a dataset once (cached per process). Treat the returned tensors as read-only.
-
-    name: one of DATASETS. root: where torchvision datasets live (default
-    $VAE_EXPLORER_DATA or ./data), or the image folder for "folder".
-    image_size / channels: optional resize and grey<->RGB conversion.
-    """
-    if name == "digits":
-        data = _load_digits()
-    elif name in _TORCHVISION:
-        data = _load_torchvision(name, root or DEFAULT_DATA_ROOT, download)
-    elif name == "folder":
-        if root is None:
-            raise DatasetError("folder dataset: pass --data-root pointing at a folder of images")
-        return _load_folder(root, image_size or 32, channels)
-    else:
-        raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    return _resize(data, image_size, channels)
-
-
-def load_dataset_for(meta: dict, root: str | None = None) -> ImageData:
-    """The dataset a checkpoint was trained on, as its metadata describes it
-    (name, root, size, channels); `root` overrides the recorded data root."""
-    ds = meta.get("dataset", {})
-    recorded = str(ds.get("name", "digits"))
-    name = "folder" if recorded.startswith("folder:") else recorded
-    data = load_dataset(name, root or ds.get("root"), ds.get("image_size"), ds.get("channels"))
-    shape = tuple(meta.get("config", {}).get("input_shape", data.input_shape))
-    if tuple(data.input_shape) != shape:
-        raise DatasetError(f"{name} images are {tuple(data.input_shape)} but the model expects {shape}")
-    return data
+    if image_size is None and channels is None:
+        return data
+    return Dataset(data.name, data.kind, fix(data.train_x), data.train_y, fix(data.test_x), data.test_y, data.classes)

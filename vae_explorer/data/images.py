@@ -1,0 +1,260 @@
+"""The image data kind: how images are stored (uint8), fed to models (float in
+[0, 1]), shown (PIL images and grids), corrupted (the denoise view and the
+denoising AE) and read from a user's upload.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+NOISE_KINDS = ("gaussian", "masking", "salt_and_pepper")
+
+
+def pil_to_uint8(im: Image.Image, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Any PIL image -> (C, H, W) uint8 at `shape`.
+
+    Takes the first frame of animations, applies EXIF rotation, scales 16-bit and
+    float modes to 8 bits, composites transparency over black (the background of
+    the digit datasets), converts palette/CMYK/grey/colour to the wanted channels.
+    """
+    c, h, w = shape
+    im.seek(0) if getattr(im, "is_animated", False) else None
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        if im.mode.startswith("I;16"):
+            hi = 65535.0  # the format's range, not the picture's brightest pixel: a dark 16-bit image stays dark
+        elif im.mode == "I":
+            hi = 65535.0 if a.max() > 255 else 255.0  # 32-bit ints hold 16-bit (some PNG readers) or 8-bit data
+        else:  # "F": [0, 1] floats, or an unknown range scaled to its maximum
+            hi = max(a.max(), 1.0)
+        im = Image.fromarray(np.clip(a / hi * 255.0, 0, 255).astype(np.uint8), "L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        im = Image.alpha_composite(background, rgba)
+    im = im.convert("L" if c == 1 else "RGB")
+    im = im.resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    a = np.asarray(im, dtype=np.uint8)
+    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    return torch.from_numpy(a.copy())
+
+
+def to_pil(x: torch.Tensor, scale: int = 1) -> Image.Image:
+    """(C, H, W) float in [0, 1] -> PIL image, optionally upscaled with crisp pixels."""
+    a = (x.detach().float().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    im = Image.fromarray(a[0], "L") if a.shape[0] == 1 else Image.fromarray(a.transpose(1, 2, 0), "RGB")
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+    return im
+
+
+def image_grid(x: torch.Tensor, nrow: int, padding: int = 1, scale: int = 1) -> Image.Image:
+    """(N, C, H, W) float in [0, 1] -> one PIL image with `nrow` images per row on a grey frame.
+
+    Copied into place here rather than by torchvision's make_grid: the explorer then never imports
+    torchvision, which costs seconds at start-up.
+    """
+    x = x.detach().float().clamp(0, 1).cpu()
+    n, c, h, w = x.shape
+    ncol = max(1, min(nrow, n))
+    rows = max(1, -(-n // ncol))
+    grid = torch.full((c, rows * (h + padding) + padding, ncol * (w + padding) + padding), 0.5)
+    for i in range(n):
+        r, col = divmod(i, ncol)
+        top, left = padding + r * (h + padding), padding + col * (w + padding)
+        grid[:, top:top + h, left:left + w] = x[i]
+    return to_pil(grid, scale)
+
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # the server's upload limit as well (app.py)
+MAX_UPLOAD_PIXELS = 40_000_000  # width × height; larger headers are refused before decoding
+
+
+class UploadError(ValueError):
+    """An uploaded file that cannot be used as an image; the message says why, for the user."""
+
+
+def load_upload(path, shape: tuple[int, int, int]) -> tuple[torch.Tensor, str]:
+    """A user's image file -> ((C, H, W) uint8 at `shape`, a note saying what was converted).
+
+    Refuses empty, oversized, non-image and truncated files and decompression bombs
+    with a message; never trusts the file name's extension.
+    """
+    if path is None:
+        raise UploadError("no file was uploaded")
+    name = os.path.basename(str(path))
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        raise UploadError(f"{name}: the upload could not be read") from None
+    if size == 0:
+        raise UploadError(f"{name}: the file is empty")
+    if size > MAX_UPLOAD_BYTES:
+        raise UploadError(f"{name}: {size / 2**20:.1f} MB is over the {MAX_UPLOAD_BYTES // 2**20} MB upload limit")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_UPLOAD_PIXELS:
+                    raise UploadError(f"{name}: {w}×{h} pixels is more than the {MAX_UPLOAD_PIXELS // 10**6} "
+                                      "megapixels accepted (a decompression bomb?)")
+                frames = getattr(im, "n_frames", 1)
+                mode, fmt = im.mode, im.format
+                im.load()
+                x = pil_to_uint8(im, shape)
+    except UploadError:
+        raise
+    except UnidentifiedImageError:
+        raise UploadError(f"{name}: not an image (PNG, JPEG, WebP, GIF, BMP, TIFF are read)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UploadError(f"{name}: too many pixels (a decompression bomb?)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise UploadError(f"{name}: the image is damaged or truncated ({' '.join(str(e).split())[:120]})") from None
+    c, th, tw = shape
+    steps = [f"{fmt or 'image'} {w}×{h} {mode}"]
+    if frames > 1:
+        steps.append(f"first of {frames} frames")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P"):
+        steps.append("transparency over black" if mode != "P" else "palette expanded")
+    if mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        steps.append("high bit depth scaled to 8 bits")
+    if mode == "CMYK":
+        steps.append("CMYK converted")
+    steps.append(f"→ {'grey' if c == 1 else 'RGB'} {tw}×{th}")
+    return x, ", ".join(steps)
+
+
+def psnr(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of x against ref, both (B, C, H, W) in [0, 1]: (B,)."""
+    mse = (x - ref).square().flatten(1).mean(1).clamp_min(1e-10)
+    return 10.0 * torch.log10(1.0 / mse)
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float in [0, 1], in one pass (true division promotes to float32)."""
+    return x / 255.0
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float images in [0, 1] -> uint8, rounded."""
+    return (x.detach().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+
+
+def add_noise(x: torch.Tensor, kind: str, level: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Corrupt images (B, C, H, W) in [0, 1]; the result stays in [0, 1].
+
+    gaussian: x + level * N(0, 1), clipped. masking: each pixel zeroed with
+    probability `level`. salt_and_pepper: each pixel set to 0 or 1 with
+    probability `level`.
+    """
+    if not level >= 0:
+        raise ValueError(f"noise level must be >= 0, got {level}")
+    if level == 0:
+        return x
+    if kind == "gaussian":
+        noise = torch.randn(x.shape, generator=generator, device=x.device if generator is None else generator.device)
+        return (x + level * noise.to(x.device)).clamp(0, 1)
+    if level > 1:
+        raise ValueError(f"{kind} noise level is a probability, got {level}")
+    u = torch.rand(x.shape, generator=generator, device=x.device if generator is None else generator.device).to(x.device)
+    if kind == "masking":
+        return torch.where(u < level, torch.zeros_like(x), x)
+    if kind == "salt_and_pepper":
+        salt = u < level / 2
+        pepper = (u >= level / 2) & (u < level)
+        return torch.where(salt, torch.ones_like(x), torch.where(pepper, torch.zeros_like(x), x))
+    raise ValueError(f"unknown noise kind {kind!r}; choose one of {', '.join(NOISE_KINDS)}")
+
+
+def _border_mean(x: torch.Tensor) -> float:
+    """Mean brightness of the outermost pixel ring of (B, C, H, W) images."""
+    border = torch.cat([x[..., 0, :].flatten(), x[..., -1, :].flatten(), x[..., :, 0].flatten(), x[..., :, -1].flatten()])
+    return float(border.mean())
+
+
+class ImageKind:
+    """Images: stored (N, C, H, W) uint8, models see float (B, C, H, W) in [0, 1]."""
+
+    name = "image"
+    item = "image"  # what one item is called on the page
+    noise_kinds = NOISE_KINDS
+    error_name = "MSE per pixel"
+    fidelity_name = "PSNR"
+
+    @staticmethod
+    def prepare(stored: torch.Tensor) -> torch.Tensor:
+        """Stored items -> what models take."""
+        return to_float(stored)
+
+    @staticmethod
+    def store(x: torch.Tensor) -> torch.Tensor:
+        """What models output -> the stored form (the inverse of `prepare`, rounded)."""
+        return to_uint8(x)
+
+    @staticmethod
+    def model_settings(item_shape: tuple[int, ...]) -> dict:
+        """The model config fields the data decides."""
+        return {"input_shape": tuple(item_shape)}
+
+    @staticmethod
+    def errors(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(B,) reconstruction error per item, in `error_name` units."""
+        return (recon.float() - x.float()).square().flatten(1).mean(1)
+
+    @staticmethod
+    def quality(recon: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-item measures of a reconstruction, (B,) each, for evaluation."""
+        recon = recon.float()
+        return {"mse_per_pixel": (recon - x).square().flatten(1).mean(1), "psnr": psnr(recon, x)}
+
+    @staticmethod
+    def fidelity(x: torch.Tensor, ref: torch.Tensor) -> str:
+        """How close x is to ref, for people: PSNR in dB (higher is better)."""
+        return f"{float(psnr(x.float(), ref.float()).mean()):.1f} dB"
+
+    @staticmethod
+    def scale_for(item_shape, target: int) -> int:
+        """Integer upscaling so an image shows about `target` pixels high, pixels crisp."""
+        return max(1, target // item_shape[-2])
+
+    def show(self, x: torch.Tensor, target: int = 128) -> Image.Image:
+        """One item (C, H, W) as a picture about `target` pixels high."""
+        return to_pil(x, self.scale_for(x.shape, target))
+
+    def grid(self, x: torch.Tensor, nrow: int, target: int = 48, padding: int = 1) -> Image.Image:
+        """Items (N, C, H, W) as one picture, `nrow` per row, each about `target` pixels high."""
+        return image_grid(x, nrow=nrow, padding=padding, scale=self.scale_for(x.shape, target))
+
+    def blank(self, item_shape, target: int = 128) -> Image.Image:
+        """A grey placeholder the size of one shown item."""
+        return self.show(torch.full(tuple(item_shape), 0.5), target)
+
+    @staticmethod
+    def noise_limit(kind: str) -> float:
+        return 3.0 if kind == "gaussian" else 1.0
+
+    @staticmethod
+    def corrupt(x: torch.Tensor, kind: str, level: float, generator: torch.Generator | None = None) -> torch.Tensor:
+        return add_noise(x, kind, level, generator)
+
+    def read_upload(self, path, item_shape, reference: torch.Tensor | None = None) -> tuple[torch.Tensor, str]:
+        """A user's file -> ((1, C, H, W) float model input, a note saying what was done to it).
+
+        reference: some of the training items (prepared); when they are light strokes on black
+        (digits) and the upload is dark ink on paper, the upload is inverted to match.
+        """
+        raw, note = load_upload(path, tuple(item_shape))
+        x = to_float(raw[None])
+        if reference is not None and len(reference) and _border_mean(reference) < 0.2 and _border_mean(x) > 0.5:
+            x = 1.0 - x
+            note += ", inverted (light background, unlike the training images)"
+        return x, note
+
+
+IMAGES = ImageKind()

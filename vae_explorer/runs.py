@@ -1,0 +1,286 @@
+"""One description of a training run: which model with which settings, on which
+data, trained how, saved where.
+
+The config dataclasses are the single source: `add_flags` makes a CLI flag of
+every field (help text from the field's metadata), the page builds the same
+`RunSpec` from its widgets, and `validate` gives both the same refusals with
+the same messages. `to_argv` turns a spec back into the CLI's words: the
+server's background job runs exactly that command.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
+from datetime import datetime
+
+from .checkpoints import DEFAULT_DIR
+from .data import DATASETS, Dataset, DatasetError, load_dataset
+from .models import MODELS, ModelConfig, model_config, model_entry, setting
+from .training import TrainConfig
+
+
+class RunError(ValueError):
+    """A run that cannot start; the message says why, in the words of its settings."""
+
+
+@dataclass
+class DataSpec:
+    dataset: str = setting("digits", "dataset: " + ", ".join(DATASETS), choices=tuple(DATASETS))
+    data_root: str | None = setting(None, "folder with the torchvision datasets, or the image folder")
+    image_size: int | None = setting(None, "resize images to this square size")
+    image_channels: int | None = setting(None, "convert images to 1 (grey) or 3 (RGB) channels", choices=(1, 3))
+
+    def load(self) -> Dataset:
+        try:
+            return load_dataset(self.dataset, self.data_root, self.image_size, self.image_channels)
+        except DatasetError as e:
+            raise RunError(str(e)) from None
+
+
+@dataclass
+class RunSpec:
+    model: str = "vae"
+    settings: dict = field(default_factory=dict)  # model config fields that differ from the preset
+    data: DataSpec = field(default_factory=DataSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str | None = None  # checkpoint path; None: checkpoints/MODEL_DATASET_TIME
+    resume: bool = False
+
+    def validate(self) -> "RunSpec":
+        """Check everything that needs no data; returns self with values coerced to their fields' types."""
+        try:
+            entry = model_entry(self.model)
+        except ValueError as e:
+            raise RunError(str(e)) from None
+        if self.data.dataset not in DATASETS:
+            raise RunError(f"unknown dataset {self.data.dataset!r}; choose one of: {', '.join(DATASETS)}")
+        applicable = entry.settings()
+        unknown = sorted(set(self.settings) - set(model_settings()))
+        if unknown:
+            raise RunError(f"unknown model setting {unknown[0]!r}; model settings are: {', '.join(model_settings())}")
+        for name, value in list(self.settings.items()):
+            if name not in applicable:
+                raise RunError(f"{name} does not apply to model {self.model} (its settings: {', '.join(applicable)})")
+            self.settings[name] = coerce(applicable[name], value)
+        self.data = _coerced(self.data)
+        self.train = _coerced(self.train)
+        config = self.model_config()
+        for name in self.settings:
+            for other, wanted in applicable[name].metadata.get("only_with", {}).items():
+                if getattr(config, other) != wanted:
+                    raise RunError(f"{name} applies only with {other} {wanted}")
+        if self.data.image_size is not None and self.data.image_size < 1:
+            raise RunError(f"image_size must be positive, got {self.data.image_size}")
+        try:
+            self.train.validate()
+        except ValueError as e:
+            raise RunError(str(e)) from None
+        return self
+
+    def model_config(self, data: Dataset | None = None) -> ModelConfig:
+        """The model's config: its preset, these settings, and what the data decides (input shape)."""
+        try:
+            return model_config(self.model, **self.settings, **(data.model_settings() if data else {}))
+        except (ValueError, TypeError) as e:
+            raise RunError(str(e)) from None
+
+    def load_data(self) -> Dataset:
+        data = self.data.load()
+        try:
+            self.train.validate(data)
+        except ValueError as e:
+            raise RunError(str(e)) from None
+        return data
+
+    def checkpoint(self) -> str:
+        """Where the run saves; fixed on first ask, so every rank and every retry agrees."""
+        if self.out is None:
+            self.out = os.path.join(DEFAULT_DIR, f"{self.model}_{self.data.dataset}_{datetime.now():%Y%m%d-%H%M%S}")
+        return self.out
+
+    def to_argv(self) -> list[str]:
+        """The `python -m vae_explorer train` arguments that describe this run (defaults left out)."""
+        argv = ["--model", self.model]
+        for name, value in self.settings.items():
+            argv += _flag_words(name, value)
+        for part in (self.data, self.train):
+            for f in _cli_fields(type(part)):
+                value = getattr(part, f.name)
+                if value != f.default:
+                    argv += _flag_words(f.name, value)
+        argv += ["--out", self.checkpoint()]
+        return argv + (["--resume"] if self.resume else [])
+
+
+# ---- settings and their flags ---------------------------------------------------------------
+
+def _cli_fields(cls) -> list[Field]:
+    return [f for f in fields(cls) if f.metadata.get("cli", True) and not f.metadata.get("data")]
+
+
+def model_settings() -> dict[str, Field]:
+    """Every model setting of every registry entry, by name (the first entry's field where they share one)."""
+    out: dict[str, Field] = {}
+    for entry in MODELS.values():
+        for name, f in entry.settings().items():
+            out.setdefault(name, f)
+    return out
+
+
+_BASE_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _resolve(f: Field) -> tuple[type, bool]:
+    """(base type, optional) of a config field: int, float, str, bool or tuple (of whole numbers).
+    Config modules use postponed annotations, so the type is its text, e.g. "int | None"."""
+    parts = [p.strip() for p in str(f.type).split("|")]
+    base = next(p for p in parts if p != "None")
+    return (tuple if base.startswith("tuple") else _BASE_TYPES[base]), "None" in parts
+
+
+def coerce(f: Field, value):
+    """A value from a flag (text) or the page (number, text, list) as field `f`'s type; RunError if it is not one."""
+    kind, optional = _resolve(f)
+    return _coerce(f.name, kind, optional, f.metadata.get("choices"), value)
+
+
+def _coerce(name: str, kind: type, optional: bool, choices, value):
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("", "none")):
+        if optional:
+            return None
+        raise RunError(f"{name} needs a value")
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                value = value.strip().lower() in ("true", "1", "yes")
+            if not isinstance(value, (bool, int)) or value not in (0, 1):
+                raise ValueError
+            out = bool(value)
+        elif kind is int:
+            number = float(value.strip()) if isinstance(value, str) else value
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number) \
+                    or not float(number).is_integer():
+                raise RunError(f"{name} must be a whole number, got {value!r}")
+            out = int(number)
+        elif kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value.strip() if isinstance(value, str) else value)
+        elif kind is tuple:
+            parts = value.split(",") if isinstance(value, str) else list(value)
+            try:
+                out = tuple(_coerce(name, int, False, None, p) for p in parts if str(p).strip())
+            except RunError:
+                raise ValueError from None
+            if any(v < 1 for v in out):
+                raise RunError(f"{name} sizes must be positive, got {value!r}")
+        else:
+            if not isinstance(value, str):
+                raise ValueError
+            out = value.strip()
+    except RunError:
+        raise
+    except (ValueError, TypeError, OverflowError):
+        raise RunError(f"{name} must be {_describe(kind)}, got {value!r}") from None
+    if choices is not None and out not in choices:
+        raise RunError(f"unknown {name} {out!r}; choose one of: {', '.join(map(str, choices))}")
+    return out
+
+
+def _describe(kind) -> str:
+    return {bool: "true or false", int: "a whole number", float: "a number", tuple: "comma-separated whole numbers",
+            str: "text"}.get(kind, str(kind))
+
+
+def _coerced(obj):
+    """A config dataclass with every field coerced to its type (the page sends floats for whole numbers)."""
+    return replace(obj, **{f.name: coerce(f, getattr(obj, f.name)) for f in fields(obj)
+                           if f.metadata.get("cli", True) or getattr(obj, f.name) is not None})
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _flag_words(name: str, value) -> list[str]:
+    if isinstance(value, bool):
+        return [flag(name) if value else "--no-" + flag(name)[2:]]
+    if isinstance(value, tuple):
+        return [flag(name), ",".join(map(str, value))]
+    return [flag(name), str(value)]
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for every field of the run: model settings (default: the model's preset), data, training."""
+    parser.add_argument("--model", default="vae", help=f"one of: {', '.join(MODELS)}")
+    groups = [("model settings (apply to the models that have them)", "model", model_settings().values(), True),
+              ("data", "data", _cli_fields(DataSpec), False), ("training", "train", _cli_fields(TrainConfig), False)]
+    for title, dest_prefix, group_fields, from_preset in groups:
+        group = parser.add_argument_group(title)
+        for f in group_fields:
+            names = [flag(f.name), *f.metadata.get("aliases", ())]
+            default = None if from_preset else (None if f.default is MISSING else f.default)
+            help_text = f.metadata.get("help", "") + ("" if from_preset or default is None else f" (default {default})")
+            kind, _ = _resolve(f)
+            if kind is bool:
+                group.add_argument(*names, dest=f"{dest_prefix}.{f.name}", action=argparse.BooleanOptionalAction,
+                                   default=default, help=help_text)
+            else:
+                choices = f.metadata.get("choices")
+                metavar = "{" + ",".join(map(str, choices)) + "}" if choices else f.name.upper()
+                group.add_argument(*names, dest=f"{dest_prefix}.{f.name}", default=default, help=help_text,
+                                   metavar=metavar)
+    data = parser.add_argument_group("data")
+    data.add_argument("--grayscale", dest="data.image_channels", action="store_const", const=1,
+                      help="same as --image-channels 1")
+    data.add_argument("--rgb", dest="data.image_channels", action="store_const", const=3,
+                      help="same as --image-channels 3")
+    parser.add_argument("--out", default=None, help=f"checkpoint path (default: {DEFAULT_DIR}/MODEL_DATASET_TIME)")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    """The RunSpec the flags describe (not yet validated)."""
+    values = vars(args)
+    settings = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("model.") and v is not None}
+    data = DataSpec(**{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("data.")})
+    train = TrainConfig(**{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("train.")})
+    return RunSpec(args.model, settings, data, train, args.out, args.resume)
+
+
+def parse_settings(text: str) -> dict[str, str]:
+    """'name=value' pairs, one per line or separated by ';' (the page's extra settings box)."""
+    out = {}
+    for part in str(text or "").replace(";", "\n").splitlines():
+        part = part.strip()
+        if not part or part.startswith("#"):
+            continue
+        name, eq, value = part.partition("=")
+        name = name.strip().lstrip("-").replace("-", "_")
+        if not eq or not name:
+            raise RunError(f"{part!r} is not a setting: write name=value, e.g. commitment=0.5")
+        out[name] = value.strip()
+    return out
+
+
+def split_settings(values: dict) -> tuple[dict, dict, dict]:
+    """Named values -> (model settings, data fields, training fields); RunError for a name that is none."""
+    data_names = {f.name for f in _cli_fields(DataSpec)}
+    train_names = {f.name for f in _cli_fields(TrainConfig)}
+    known = set(model_settings())
+    model, data, train = {}, {}, {}
+    for name, value in values.items():
+        if name in train_names:
+            train[name] = value
+        elif name in data_names:
+            data[name] = value
+        elif name in known:
+            model[name] = value
+        else:
+            raise RunError(f"unknown setting {name!r}; settings are: "
+                           f"{', '.join(sorted(known | data_names | train_names))}")
+    return model, data, train

@@ -1,0 +1,519 @@
+"""The explorer's actions, one method each: plain values in (checkpoint names,
+indices, slider values, file paths), plain values out (PIL images, plotly
+figures, Markdown). app.py lays these out and wires events to them; tests call
+them directly. A `ViewError` carries a message meant for the user.
+
+Every action asks the model (its sample sources, code kind, extra metrics) and
+the data kind (how to show, corrupt and read items); none checks a type.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import figures
+from ..cards import model_card
+from ..data import DATASETS
+from ..data.images import UploadError
+from ..latent import (PCABaseline, interpolate, latent_plane, pca_2d, raw_2d, reconstruction_errors,
+                      resolve_projection, slider_axes)
+from ..models import MODELS, model_entry
+from ..runs import DataSpec, RunError, RunSpec, parse_settings, split_settings
+from ..training import TrainConfig
+from .catalog import Catalog, CatalogError, LoadedCheckpoint
+from .jobs import JobError, TrainingJobs
+from .umap_worker import UmapProjector
+
+MAX_SLIDERS = 8
+SAMPLE_GRID = 7  # 7×7
+
+
+class ViewError(ValueError):
+    """Bad input or an unusable model, explained for the person at the page."""
+
+
+@dataclass
+class MapResult:
+    figure: object  # plotly Figure
+    note: str
+    pending: bool  # a UMAP is being computed: ask again soon
+
+
+class Explorer:
+    """The explorer's state shared by all sessions: checkpoints, the UMAP worker, the training job.
+
+    Everything per session (which model, which point) arrives as arguments, so
+    one tab's choices never show up in another.
+    """
+
+    def __init__(self, checkpoint_dir: str | Path = "checkpoints", data_root: str | None = None,
+                 projection_cache: str | Path | None = None):
+        self.catalog = Catalog(checkpoint_dir, data_root)
+        self.umap = UmapProjector(projection_cache if projection_cache is not None
+                                  else Path(checkpoint_dir) / "projections")
+        self.jobs = TrainingJobs(checkpoint_dir, data_root)
+        self._baselines: dict[tuple, PCABaseline] = {}
+        self._lock = threading.Lock()
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    def load(self, name: str) -> LoadedCheckpoint:
+        if not name:
+            raise ViewError("choose a model first")
+        try:
+            return self.catalog.get(name)
+        except CatalogError as e:
+            raise ViewError(str(e)) from None
+
+    def _data(self, entry: LoadedCheckpoint):
+        try:
+            return entry.data
+        except CatalogError as e:
+            raise ViewError(str(e)) from None
+
+    def _index(self, entry: LoadedCheckpoint, index) -> int:
+        n = len(self._data(entry).test_x)
+        try:
+            i = int(index)
+        except (TypeError, ValueError, OverflowError):
+            raise ViewError(f"the item index must be a whole number from 0 to {n - 1}") from None
+        if not 0 <= i < n or (isinstance(index, float) and not float(index).is_integer()):
+            raise ViewError(f"index {index} is out of range: {entry.dataset_name} has test items 0 to {n - 1}")
+        return i
+
+    def _test_items(self, entry: LoadedCheckpoint, picked) -> torch.Tensor:
+        """Test items by index, prepared for the model: (B, ...)."""
+        data = self._data(entry)
+        return data.kind.prepare(data.test_x[torch.as_tensor(picked)])
+
+    def _upload(self, entry: LoadedCheckpoint, path) -> tuple[torch.Tensor, str]:
+        """An uploaded file as the model's input, (1, ...), and what was done to it."""
+        reference = self._test_items(entry, list(range(min(200, len(self._data(entry).test_x)))))
+        try:
+            return entry.kind.read_upload(path, entry.input_shape, reference)
+        except UploadError as e:
+            raise ViewError(str(e)) from None
+
+    def _item(self, entry, index, upload) -> tuple[torch.Tensor, str]:
+        if upload:
+            return self._upload(entry, upload)
+        i = self._index(entry, index)
+        return self._test_items(entry, [i]), f"test {entry.kind.item} {i} (label {self._data(entry).label(i)})"
+
+    def checkpoint_names(self) -> list[str]:
+        return self.catalog.names()
+
+    def catalog_version(self) -> tuple:
+        """Changes when checkpoints appear, vanish or are rewritten: cheap to poll."""
+        return self.catalog.version()
+
+    def test_size(self, name: str) -> int:
+        return len(self._data(self.load(name)).test_x)
+
+    def card(self, name: str) -> str:
+        entry = self.load(name)
+        return model_card(entry.name, entry.model, entry.meta, MODELS.get(entry.model.name))
+
+    def warm_up(self) -> None:
+        """Compile UMAP in its worker now, so the first UMAP map is quick (a minute of CPU here)."""
+        self.umap.warm_up()
+
+    def close(self) -> None:
+        """Stop the training and UMAP processes."""
+        self.jobs.close()
+        self.umap.close()
+
+    # ---- 1. latent map ----------------------------------------------------------------
+
+    def latent_map(self, name: str, projection: str = "auto", selected: int | None = None) -> MapResult:
+        entry = self.load(name)
+        codes = entry.codes
+        try:
+            method = resolve_projection(projection, entry.model.latent_dim)
+        except ValueError as e:
+            raise ViewError(str(e)) from None
+        note = ""
+        if projection == "raw" and method == "pca":
+            note = f"{entry.model.latent_dim}-D codes have no raw plane: PCA shown. "
+        pending = False
+        if method == "umap":
+            emb = self.umap.get(entry.key, codes)
+            if emb is None:
+                error = self.umap.error(entry.key)
+                note += (f"UMAP failed ({error}); PCA shown. " if error else
+                         "UMAP is being computed in the background (the first fit after start compiles for a "
+                         "while); PCA is shown meanwhile and the map switches by itself. ")
+                pending = error is None
+                method = "pca"
+            else:
+                points, axis_names = emb, ("UMAP 1", "UMAP 2")
+        if method == "raw":
+            points, axis_names = raw_2d(codes), ("z[0]", "z[1]" if codes.shape[1] > 1 else "")
+        elif method == "pca":
+            axes = entry.axes
+            points = pca_2d(codes, axes)
+            share = axes.explained()
+            axis_names = tuple(f"PC {i + 1} ({100 * share[i]:.0f}%)" if i < len(share) else "" for i in range(2))
+        title = f"{entry.name}: {entry.model.name}, {entry.model.latent_dim}-D, {method.upper()}"
+        sel = None if selected is None or selected == "" else int(selected)
+        fig = figures.latent_map(points, entry.labels, self._data(entry).classes, title, axis_names, sel)
+        note += f"{len(codes):,} test {entry.kind.item}s of {entry.dataset_name}; click a point or type its index."
+        return MapResult(fig, note, pending)
+
+    def compare_point(self, left: str, right: str, index) -> tuple[Image.Image, Image.Image, Image.Image, str]:
+        """A test item and both models' reconstructions of it."""
+        a, b = self.load(left), self.load(right)
+        i = self._index(a, index)
+        if b.input_shape != a.input_shape or b.dataset_name != a.dataset_name:
+            raise ViewError(f"{left} and {right} were trained on different data ({a.dataset_name} "
+                            f"{a.input_shape} vs {b.dataset_name} {b.input_shape}); compare models of one dataset")
+        x = self._test_items(a, [i])
+        ra, rb = a.reconstruct(x), b.reconstruct(x)
+        kind = a.kind
+        err_a, err_b = float(kind.errors(ra, x)[0]), float(kind.errors(rb, x)[0])
+        caption = (f"Test {kind.item} **{i}** (label {self._data(a).label(i)}). Reconstruction error "
+                   f"({kind.error_name}): {left} **{err_a:.4f}**, {right} **{err_b:.4f}**.")
+        return kind.show(x[0]), kind.show(ra[0]), kind.show(rb[0]), caption
+
+    def manifold(self, name: str, n: int = 15) -> tuple[Image.Image, str]:
+        entry = self.load(name)
+        n = int(max(3, min(int(n), 30)))
+        z, xs, ys = latent_plane(entry.codes, entry.axes, n)
+        grid = entry.kind.grid(entry.decode(z), nrow=n, target=48)
+        d = entry.model.latent_dim
+        if d <= 2:
+            what = (f"the latent plane, z[0] from {xs[0]:.2f} to {xs[-1]:.2f} (left to right), z[1] from "
+                    f"{ys[-1]:.2f} to {ys[0]:.2f} (top to bottom), over the box holding 98% of the test codes")
+        else:
+            what = ("the plane of the top two principal directions of the test codes through their mean, "
+                    "±2.5 standard deviations (PC 1 left to right, PC 2 bottom to top)")
+        return grid, f"**{name}** decodes {n}×{n} points of {what}."
+
+    # ---- 2. reconstruct ----------------------------------------------------------------
+
+    def _same_inputs(self, names: list[str]) -> list[LoadedCheckpoint]:
+        names = [n for n in (names or []) if n]
+        if not names:
+            raise ViewError("choose at least one model")
+        entries = [self.load(n) for n in names]
+        for e in entries[1:]:
+            if e.input_shape != entries[0].input_shape:
+                raise ViewError(f"{e.name} takes {e.input_shape} {e.kind.item}s but {entries[0].name} takes "
+                                f"{entries[0].input_shape}: choose models of one input shape")
+        return entries
+
+    def reconstruct(self, names: list[str], indices: str = "", upload=None, seed: int = 0,
+                    count: int = 8) -> tuple[Image.Image, str]:
+        """Rows: the inputs, then each model's reconstructions; plus a table of per-item errors."""
+        entries = self._same_inputs(names)
+        first, kind = entries[0], entries[0].kind
+        if upload:
+            x, note = self._upload(first, upload)
+            labels = ["upload"]
+        else:
+            n = len(self._data(first).test_x)
+            picked = _parse_indices(indices, n) if str(indices or "").strip() else \
+                np.random.default_rng(_seed(seed)).choice(n, size=min(int(count), n), replace=False).tolist()
+            x = self._test_items(first, picked)
+            note = f"test {kind.item}s {', '.join(map(str, picked))} of {first.dataset_name}"
+            labels = [str(i) for i in picked]
+        rows, table = [x], ["| model | " + " | ".join(labels) + " | mean |", "|---" * (len(labels) + 2) + "|"]
+        for e in entries:
+            r = e.reconstruct(x)
+            rows.append(r)
+            err = kind.errors(r, x)
+            table.append(f"| {e.name} | " + " | ".join(f"{v:.4f}" for v in err.tolist()) + f" | {err.mean():.4f} |")
+        grid = kind.grid(torch.cat(rows), nrow=len(x), target=64)
+        text = (f"Top row: {note}. Below, one row per model: {', '.join(e.name for e in entries)}.\n\n"
+                f"Reconstruction error, {kind.error_name}:\n\n" + "\n".join(table))
+        return grid, text
+
+    def anomalies(self, name: str, percentile: float = 95.0, worst: int = 16) -> tuple[object, Image.Image, str]:
+        """Histogram of reconstruction errors over the test set, a threshold, the worst items."""
+        entry = self.load(name)
+        percentile = _number(percentile, "the threshold percentile")
+        if not 0 <= percentile <= 100:
+            raise ViewError("the threshold percentile must be between 0 and 100")
+        data, kind = self._data(entry), entry.kind
+        errors = entry.cached("errors", lambda: reconstruction_errors(entry.model, data.test_x, kind))
+        threshold = float(np.percentile(errors, percentile))
+        order = np.argsort(-errors)[: int(worst)]
+        x = self._test_items(entry, order)
+        grid = kind.grid(torch.cat([x, entry.reconstruct(x)]), nrow=len(order), target=48)
+        fig = figures.error_histogram(errors, threshold, f"{name}: reconstruction error on {len(errors):,} test "
+                                      f"{kind.item}s", f"reconstruction error ({kind.error_name})")
+        above = int((errors > threshold).sum())
+        text = (f"Threshold at the {percentile:g}th percentile: **{threshold:.4f}**; {above} {kind.item}s above it "
+                f"would be flagged as anomalies. The {len(order)} worst (top: input, bottom: reconstruction): "
+                + ", ".join(f"#{i} (label {data.label(i)}, {errors[i]:.3f})" for i in order) + ".")
+        return fig, grid, text
+
+    # ---- 3. latent sliders -------------------------------------------------------------
+
+    def _slider_axes(self, entry: LoadedCheckpoint):
+        return entry.cached("sliders", lambda: slider_axes(entry.codes, entry.axes, MAX_SLIDERS))
+
+    def slider_setup(self, name: str, index) -> tuple[list[dict], Image.Image, str]:
+        """The sliders for a model, set to the code of test item `index`: [{label, minimum, maximum, value}]."""
+        entry = self.load(name)
+        i = self._index(entry, index)
+        axes = self._slider_axes(entry)
+        values = axes.values(entry.codes[i])
+        sliders = []
+        for label, lo, hi, v in zip(axes.labels, axes.low, axes.high, values):
+            lo, hi = float(min(lo, v)), float(max(hi, v))
+            if hi - lo < 1e-6:  # a dead dimension: give the slider some room anyway
+                lo, hi = lo - 1.0, hi + 1.0
+            sliders.append({"label": label, "minimum": round(lo, 3), "maximum": round(hi, 3), "value": round(float(v), 3)})
+        d, item = entry.model.latent_dim, entry.kind.item
+        what = (f"one slider per latent coordinate ({d}-D code)" if d <= MAX_SLIDERS else
+                f"the top {MAX_SLIDERS} principal directions of the {d}-D codes; the other directions keep "
+                f"{item} {i}'s values")
+        extra = (" Quantized codes are decoded as moved, without snapping to the codebook."
+                 if entry.model.code_kind == "quantized" else "")
+        text = (f"Starting from test {item} {i} (label {self._data(entry).label(i)}): {what}. Ranges span ±3 "
+                f"standard deviations of the test codes.{extra}")
+        return sliders, self.decode_sliders(name, i, [s["value"] for s in sliders]), text
+
+    def decode_sliders(self, name: str, index, values: list[float]) -> Image.Image:
+        """The hot path of the page: slider values -> decoded item."""
+        entry = self.load(name)
+        i = self._index(entry, index)
+        axes = self._slider_axes(entry)
+        try:
+            vals = np.asarray([float(v) if v is not None else 0.0 for v in values][: len(axes.labels)], np.float32)
+        except (TypeError, ValueError):
+            raise ViewError(f"{name} needs {len(axes.labels)} slider values, as numbers") from None
+        if len(vals) < len(axes.labels) or not np.isfinite(vals).all():
+            raise ViewError(f"{name} needs {len(axes.labels)} finite slider values")
+        z = axes.compose(entry.codes[i], vals)
+        return entry.kind.show(entry.decode(z[None])[0], 192)
+
+    # ---- 4. interpolate ----------------------------------------------------------------
+
+    def _endpoints(self, entry, index_a, index_b, upload_a, upload_b):
+        """The two items (2, ...) as the model's input, and their codes (2, D)."""
+        xa, _ = self._item(entry, index_a, upload_a)
+        xb, _ = self._item(entry, index_b, upload_b)
+        x = torch.cat([xa, xb])
+        return x, entry.encode(x).numpy()
+
+    def interpolation_strip(self, names: list[str], index_a, index_b, upload_a=None, upload_b=None,
+                            mode: str = "linear", steps: int = 10) -> tuple[Image.Image, str]:
+        """For each model, a row: item A, the decodes of z(t) for N steps of t in [0, 1], item B."""
+        steps = int(_number(steps, "the number of steps"))
+        if not 2 <= steps <= 30:
+            raise ViewError("the number of steps must be between 2 and 30")
+        entries = self._same_inputs(names)
+        rows = []
+        for entry in entries:
+            x, (za, zb) = self._endpoints(entry, index_a, index_b, upload_a, upload_b)
+            try:
+                path = interpolate(za, zb, np.linspace(0, 1, steps), mode)
+            except ValueError as e:
+                raise ViewError(str(e)) from None
+            rows.append(torch.cat([x[:1], entry.decode(path), x[1:]]))
+        grid = entries[0].kind.grid(torch.cat(rows), nrow=steps + 2, target=64, padding=2)
+        text = (f"{mode.capitalize()} interpolation in {steps} steps, one row per model "
+                f"({', '.join(e.name for e in entries)}): the input A, then decodes of z(t) from t = 0 to 1, then the "
+                "input B. A VAE's path stays on the data; an AE's often passes through blurs and non-digits.")
+        return grid, text
+
+    def interpolate_at(self, name: str, index_a, index_b, t: float, mode: str = "linear",
+                       upload_a=None, upload_b=None) -> Image.Image:
+        entry = self.load(name)
+        _, (za, zb) = self._endpoints(entry, index_a, index_b, upload_a, upload_b)
+        t = _number(t, "t")
+        if not 0 <= t <= 1:
+            raise ViewError("t must be between 0 and 1")
+        try:
+            z = interpolate(za, zb, [t], mode)
+        except ValueError as e:
+            raise ViewError(str(e)) from None
+        return entry.kind.show(entry.decode(z)[0], 160)
+
+    # ---- 5. sample -----------------------------------------------------------------------
+
+    def sample_labels(self, name: str) -> tuple[str, str]:
+        """The titles of the two sample grids: the model's own two ways of sampling."""
+        a, b = self.load(name).model.sample_sources()[:2]
+        return a.label, b.label
+
+    def sample(self, name: str, temperature: float = 1.0, seed: int = 0) -> tuple[Image.Image, Image.Image, str]:
+        """Two 7×7 grids, one per sample source the model names, and what they show."""
+        entry = self.load(name)
+        temperature = _number(temperature, "temperature")
+        if not temperature > 0:
+            raise ViewError("temperature must be positive")
+        seed = _seed(seed)
+        n, grids, parts = SAMPLE_GRID * SAMPLE_GRID, [], []
+        for side, source in zip(("Left", "Right"), entry.model.sample_sources()[:2]):
+            codes = entry.codes if source.name == "fitted" else None
+            items = entry.model.sample(n, source.name, temperature, torch.Generator().manual_seed(seed), codes)
+            grids.append(entry.kind.grid(items.float().clamp(0, 1).cpu(), SAMPLE_GRID, target=40))
+            parts.append(f"**{side}:** {source.explanation}")
+        return grids[0], grids[1], " ".join(parts)
+
+    # ---- 6. denoise ----------------------------------------------------------------------
+
+    def _pca_baseline(self, entry: LoadedCheckpoint, k: int) -> PCABaseline:
+        key = (entry.dataset_name, entry.input_shape, k)
+        with self._lock:
+            if key not in self._baselines:
+                self._baselines[key] = PCABaseline(self._data(entry).train_x, k, entry.kind)
+            return self._baselines[key]
+
+    def denoise(self, names: list[str], index=0, upload=None, noise: str = "gaussian", level: float = 0.5,
+                seed: int = 0) -> tuple[Image.Image, Image.Image, list[tuple[Image.Image, str]], str]:
+        """Clean item, its corrupted version, and each model's (plus PCA's) output with its fidelity."""
+        names = [n for n in (names or []) if n]
+        if not names:
+            raise ViewError("choose at least one model")
+        entries = [self.load(n) for n in names]
+        first = entries[0]
+        kind = first.kind
+        if noise not in kind.noise_kinds:
+            raise ViewError(f"noise must be one of {', '.join(kind.noise_kinds)}")
+        level = _number(level, "the noise level")
+        if not 0 <= level <= kind.noise_limit(noise):
+            raise ViewError(f"{noise} noise level must be between 0 and {kind.noise_limit(noise):g}")
+        clean, note = self._item(first, index, upload)
+        noisy = kind.corrupt(clean, noise, level, torch.Generator().manual_seed(_seed(seed)))
+        outputs = []
+        for e in entries:
+            if e.input_shape != first.input_shape:
+                outputs.append((kind.blank(first.input_shape), f"{e.name}: skipped, it takes {e.input_shape} {kind.item}s"))
+                continue
+            out = e.reconstruct(noisy)
+            outputs.append((kind.show(out[0]), f"{e.name}: {kind.fidelity(out, clean)}"))
+        k = min(first.model.latent_dim, int(np.prod(first.input_shape)))
+        pca = self._pca_baseline(first, k).reconstruct(noisy)
+        outputs.append((kind.show(pca[0]), f"PCA, {k} components: {kind.fidelity(pca, clean)}"))
+        text = (f"Input: {note}. Noisy: {noise} at {level:g}, **{kind.fidelity(noisy, clean)}** against the "
+                f"clean {kind.item}. Each output's {kind.fidelity_name} is against the clean {kind.item} (higher is "
+                f"better). PCA keeps as many components as {first.name}'s code has dimensions, fitted on "
+                f"{first.dataset_name}'s training set.")
+        return kind.show(clean[0]), kind.show(noisy[0]), outputs, text
+
+    # ---- 7. train ------------------------------------------------------------------------
+
+    def model_settings(self, model: str) -> dict[str, object]:
+        """The settings a registry model has, with its preset's values (the Train tab shows these)."""
+        try:
+            entry = model_entry(model)
+        except ValueError as e:
+            raise ViewError(str(e)) from None
+        return {name: getattr(entry.preset, name) for name in entry.settings()}
+
+    def train_start(self, model: str = "vae", dataset: str = "digits", name: str = "", extra: str = "",
+                    **settings) -> str:
+        """Start a background run. settings: values of model, data and training fields by name (the Train
+        tab's widgets; None = not given); extra: more of them as 'name=value' lines. The CLI's checks."""
+        try:
+            named = {**{k: v for k, v in settings.items() if v is not None}, **parse_settings(extra)}
+            model_settings, data_fields, train_fields = split_settings(named)
+            spec = RunSpec(model, model_settings, replace(DataSpec(), dataset=dataset, **data_fields),
+                           replace(TrainConfig(), **train_fields))
+            job = self.jobs.start(spec, name)
+        except (RunError, JobError) as e:
+            raise ViewError(str(e)) from None
+        return (f"Started **{job.name}**: {job.spec.model} on {job.spec.data.dataset}, "
+                f"{job.spec.train.epochs} epochs.")
+
+    def train_cancel(self) -> str:
+        job = self.jobs.cancel()
+        if job is None:
+            return "No training has been started."
+        return f"**{job.name}**: {job.message or job.status}"
+
+    def train_running(self) -> bool:
+        return self.jobs.current is not None and self.jobs.current.running
+
+    def train_version(self) -> tuple:
+        """Changes whenever the training job has something new to show (cheap: for polling)."""
+        job = self.jobs.current
+        return () if job is None else (job.started, job.version, job.status)
+
+    def train_status(self) -> tuple[str, object, Image.Image | None, bool]:
+        """(progress Markdown, loss-curve figure, reconstruction history, still running)."""
+        job = self.jobs.current
+        if job is None:
+            return ("No training yet. Choose settings and press **Start training**.",
+                    figures.loss_curves([], []), None, False)
+        snap = job.snapshot()
+        p, spec = snap["latest"], snap["spec"]
+        config, kind = spec.model_config(), DATASETS[spec.data.dataset].kind
+        lines = [f"**{snap['name']}**: {spec.model} on {spec.data.dataset}, latent {config.latent_dim}; "
+                 f"status **{snap['status']}**" + (f" on **{snap['device']}**" if snap["device"] else "")]
+        if p is not None:
+            eta = snap["eta"]
+            lines.append(f"epoch {p.epoch}/{p.epochs}, step {p.step}/{p.steps_per_epoch}, "
+                         f"{p.images_per_s:,.0f} {kind.item}s/s, {p.elapsed:.1f} s elapsed"
+                         + (f", about {eta:.0f} s left" if eta is not None and snap["status"] == "running" else ""))
+        elif snap["status"] == "starting":
+            lines.append("starting the training process (loading torch and the data)…")
+        if snap["epochs"]:
+            last = snap["epochs"][-1].test
+            lines.append("last test metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()
+                                                           if isinstance(v, float)))
+        if snap["message"]:
+            lines.append(snap["message"])
+        if snap["status"] == "finished":
+            lines.append(f"Saved as checkpoint **{snap['name']}**: it is in every model picker now.")
+        fig = figures.loss_curves([(e.epoch - 1 + e.step / max(e.steps_per_epoch, 1), e.train) for e in snap["steps"]],
+                                  [(e.epoch, e.test) for e in snap["epochs"]])
+        history = None
+        first = snap["first"]
+        if first is not None and first.items is not None and len(first.items):
+            rows = [first.items] + [e.items for e in snap["epochs"][-7:]]  # the inputs, then the last epochs'
+            history = kind.grid(kind.prepare(torch.cat(rows)), nrow=len(first.items), target=40)
+        return "  \n".join(lines), fig, history, job.running
+
+
+def _number(value, what: str) -> float:
+    """A finite number from the page or a raw client, or a ViewError that says so."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ViewError(f"{what} must be a number, got {value!r}") from None
+    if not np.isfinite(out):
+        raise ViewError(f"{what} must be a finite number, got {value!r}")
+    return out
+
+
+def _seed(value) -> int:
+    """A seed: a whole number from 0 to 2^32 - 1."""
+    number = _number(value if value not in (None, "") else 0, "the seed")
+    if not number.is_integer() or not 0 <= number < 2**32:
+        raise ViewError(f"the seed must be a whole number from 0 to {2**32 - 1}, got {value!r}")
+    return int(number)
+
+
+def _parse_indices(text: str, n: int) -> list[int]:
+    out = []
+    for part in str(text).replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part[1:]:
+            lo, hi = part.split("-", 1)
+            if not (lo.strip().isdigit() and hi.strip().isdigit()):
+                raise ViewError(f"{part!r} is not a range of indices like 3-7")
+            out.extend(range(int(lo), int(hi) + 1))
+        elif part.isdigit():
+            out.append(int(part))
+        else:
+            raise ViewError(f"{part!r} is not an index; write indices like 0, 5, 10-13")
+    bad = [i for i in out if not 0 <= i < n]
+    if bad:
+        raise ViewError(f"indices {bad[:5]} are out of range: the test set has items 0 to {n - 1}")
+    if not out:
+        raise ViewError("no indices given")
+    if len(out) > 32:
+        raise ViewError("at most 32 items at once")
+    return out

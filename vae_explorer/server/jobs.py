@@ -1,0 +1,219 @@
+"""Training in the background: one CLI process per run, one run per server.
+
+The server starts `python -m vae_explorer train <the RunSpec's flags> --events`
+and a reader thread folds the JSON `TrainEvent` lines it prints into a `Job`
+that the page polls. A subprocess rather than a thread: training gets its own
+interpreter (no GIL contention with the page), imports only torch, and a crash
+cannot take the server down. Cancel = SIGTERM, which the CLI turns into fit's
+stop flag; it is killed if it has not stopped a second later. Checkpoints are
+written atomically after each epoch, so any stop keeps the last completed epoch.
+
+Jobs are deliberately server-wide: every browser tab sees the running job and
+can cancel it; closing the tab that started it does not stop it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from ..checkpoints import SUFFIX
+from ..data import DATASETS
+from ..runs import RunError, RunSpec
+from ..training import TrainEvent
+from .catalog import NAME_PATTERN
+
+MAX_EPOCHS = 1000
+MAX_CURVE_POINTS = 600
+
+
+class JobError(ValueError):
+    """A training request refused before anything starts; the message says why."""
+
+
+def validate_run(spec: RunSpec, name: str, checkpoint_dir: Path) -> tuple[RunSpec, str]:
+    """The run's own checks (RunSpec.validate, the same as the CLI's) plus the server's: page datasets only,
+    at most MAX_EPOCHS, a fresh checkpoint name inside the folder. Returns the spec and its name."""
+    try:
+        spec.validate()
+        if not DATASETS[spec.data.dataset].trainable_from_page:
+            pickable = [n for n, d in DATASETS.items() if d.trainable_from_page]
+            raise RunError(f"dataset {spec.data.dataset!r} cannot be trained from the page; choose one of: "
+                           f"{', '.join(pickable)}")
+        if spec.train.epochs > MAX_EPOCHS:
+            raise RunError(f"epochs must be at most {MAX_EPOCHS} on this server, got {spec.train.epochs}")
+        spec.model_config(spec.load_data())  # the data exists and the model can be built for it
+    except RunError as e:
+        raise JobError(str(e)) from None
+    name = str(name or "").strip() or f"{spec.model}_{spec.data.dataset}_{datetime.now():%Y%m%d-%H%M%S}"
+    if name.endswith(SUFFIX):
+        name = name[: -len(SUFFIX)]
+    if not NAME_PATTERN.fullmatch(name):
+        raise JobError(f"{name!r} is not a usable checkpoint name: letters, digits, '_', '-', '.', no folders")
+    if (checkpoint_dir / f"{name}{SUFFIX}").exists():
+        raise JobError(f"a checkpoint named {name!r} exists already; choose another name (nothing is overwritten)")
+    spec.out = str(checkpoint_dir / name)
+    return spec, name
+
+
+@dataclass
+class Job:
+    """A training run as the UI sees it; updated by the reader thread, read by polls."""
+
+    spec: RunSpec
+    name: str
+    checkpoint: Path
+    started: float = field(default_factory=time.time)
+    status: str = "starting"  # starting | running | finished | cancelled | failed
+    message: str = ""
+    device: str = ""
+    steps: list[TrainEvent] = field(default_factory=list)  # step and epoch events: the curves
+    epochs: list[TrainEvent] = field(default_factory=list)  # epoch events (with reconstructions)
+    first: TrainEvent | None = None  # the start event (with the fixed test items)
+    latest: TrainEvent | None = None  # the last step or epoch event: progress
+    finished: float | None = None
+    version: int = 0  # bumped by every event: a poll that sees the same version has nothing new to draw
+    _process: subprocess.Popen | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("starting", "running")
+
+    def eta_seconds(self) -> float | None:
+        p = self.latest
+        if p is None or not p.steps_per_epoch:
+            return None
+        done = (p.epoch - 1) + p.step / p.steps_per_epoch  # epochs done, fractional
+        return p.elapsed / done * (p.epochs - done) if done > 0 else None
+
+    def handle(self, event: TrainEvent) -> None:
+        with self._lock:
+            if event.kind == "start":
+                self.status, self.device, self.first = "running", event.device, event
+            elif event.kind in ("step", "epoch"):
+                self.latest = event
+                self.steps.append(event)
+                if len(self.steps) > MAX_CURVE_POINTS:  # thin out: every poll redraws all points
+                    self.steps = self.steps[::2]
+                if event.kind == "epoch":
+                    self.epochs.append(event)
+            elif event.kind == "done":
+                self.status = "cancelled" if event.stopped else "finished"
+                self.message = event.message
+            elif event.kind == "error":
+                self.status, self.message = "failed", event.message
+            self.version += 1
+
+    def snapshot(self) -> dict:
+        """A consistent copy for one poll."""
+        with self._lock:
+            return {"status": self.status, "message": self.message, "device": self.device, "name": self.name,
+                    "steps": list(self.steps), "epochs": list(self.epochs), "first": self.first,
+                    "latest": self.latest, "spec": self.spec, "eta": self.eta_seconds()}
+
+
+class JobBusy(JobError):
+    """Another run is in progress."""
+
+
+class TrainingJobs:
+    """At most one training run per server."""
+
+    def __init__(self, checkpoint_dir: str | Path, data_root: str | None = None, cancel_grace: float = 1.0):
+        self.checkpoint_dir = Path(checkpoint_dir).resolve()
+        self.data_root = data_root
+        self.cancel_grace = cancel_grace
+        self._lock = threading.Lock()
+        self.current: Job | None = None
+
+    def start(self, spec: RunSpec, name: str = "") -> Job:
+        spec.data.data_root = self.data_root
+        with self._lock:
+            if self.current is not None and self.current.running:
+                c = self.current
+                raise JobBusy(f"a training is already running ({c.spec.model} on {c.spec.data.dataset}, "
+                              f"checkpoint {c.name}); wait for it to finish or cancel it first")
+            spec, name = validate_run(spec, name, self.checkpoint_dir)
+            if not spec.train.threads:
+                spec.train.threads = max(1, (os.cpu_count() or 2) - 1)  # leave a core to the page
+            job = Job(spec, name, self.checkpoint_dir / f"{name}{SUFFIX}")
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            log = tempfile.TemporaryFile(mode="w+b")
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            root = str(Path(__file__).resolve().parents[2])
+            env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+            job._process = subprocess.Popen(
+                [sys.executable, "-m", "vae_explorer", "train", *spec.to_argv(), "--events"],
+                stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env, cwd=root)
+            try:  # the page's requests come first: a slider must not wait for a training step
+                os.setpriority(os.PRIO_PROCESS, job._process.pid, 10)
+            except OSError:
+                pass
+            threading.Thread(target=self._read, args=(job, log), daemon=True, name="training-reader").start()
+            self.current = job
+            return job
+
+    @staticmethod
+    def _read(job: Job, log) -> None:
+        proc = job._process
+        for line in proc.stdout:
+            try:
+                event = TrainEvent.from_dict(json.loads(line))
+            except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+                continue  # a stray print from a library: not an event
+            job.handle(event)
+        code = proc.wait()
+        with job._lock:
+            job.finished = time.time()
+            job.version += 1
+            if job.status in ("starting", "running"):
+                if job.status == "starting" and code in (-signal.SIGTERM, -signal.SIGKILL):
+                    job.status, job.message = "cancelled", "cancelled before the first step"
+                else:
+                    log.seek(0)
+                    tail = log.read().decode(errors="replace").strip().splitlines()[-3:]
+                    job.status = "failed"
+                    job.message = f"the training process ended unexpectedly (exit code {code}): {' '.join(tail)[-400:]}"
+        log.close()
+
+    def cancel(self) -> Job | None:
+        """Stop the running job: SIGTERM (the worker stops after its current step), SIGKILL after the grace time."""
+        job = self.current
+        if job is None or not job.running or job._process is None:
+            return job
+        proc = job._process
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        # The worker reports "done" as soon as fit sees the flag (one step); its exit can take longer.
+        deadline = time.time() + self.cancel_grace
+        while job.running and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        if job.running and proc.poll() is None:
+            proc.kill()  # safe: checkpoints are replaced atomically, the last complete one stays
+        deadline = time.time() + 0.5
+        while job.running and time.time() < deadline:  # let the reader fold in the last lines
+            time.sleep(0.01)
+        with job._lock:
+            job.version += 1
+            if job.running:
+                job.status = "cancelled"
+            if job.status == "cancelled":
+                saved = len(job.epochs)
+                job.message = (f"cancelled; the checkpoint keeps epoch {saved}" if saved and job.checkpoint.is_file()
+                               else "cancelled before the first epoch ended: nothing was saved")
+        return job
+
+    def close(self) -> None:
+        if self.current is not None and self.current.running:
+            self.cancel()
