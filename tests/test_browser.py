@@ -328,6 +328,26 @@ def test_train_shows_progress_and_cancels(ui):
     assert_clean(ui)
 
 
+def test_train_form_shows_the_settings_the_chosen_model_has(ui):
+    """The Train tab asks the registry: β only for models with a KL weight, input noise only for AEs; a
+    setting the model lacks is hidden, and the extra box takes any other flag."""
+    page = ui.page
+    open_tab(page, "Train")
+    expect(page.locator("#tr_beta")).to_be_visible()
+    expect(page.locator("#tr_noise")).to_be_hidden()
+    expect(page.locator("#tr_extra textarea")).to_be_visible()
+    page.locator("#tr_model input").click()
+    page.get_by_role("option", name="denoising_ae", exact=True).click()
+    expect(page.locator("#tr_beta")).to_be_hidden()
+    expect(page.locator("#tr_noise")).to_be_visible()
+    expect(page.locator("#tr_noise input")).to_have_value("0.5")  # the preset's value
+    screenshot(page, "train_form_denoising_ae")
+    page.locator("#tr_model input").click()
+    page.get_by_role("option", name="vae", exact=True).click()
+    expect(page.locator("#tr_beta")).to_be_visible()
+    assert_clean(ui)
+
+
 def test_models_tab_shows_a_card(ui):
     page = ui.page
     open_tab(page, "Models")

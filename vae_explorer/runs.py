@@ -95,7 +95,7 @@ class RunSpec:
         return data
 
     def checkpoint(self) -> str:
-        """Where the run saves; fixed on first ask, so every rank and every retry agrees."""
+        """Where the run saves; fixed on first ask, so what is printed and what is written agree."""
         if self.out is None:
             self.out = os.path.join(DEFAULT_DIR, f"{self.model}_{self.data.dataset}_{datetime.now():%Y%m%d-%H%M%S}")
         return self.out

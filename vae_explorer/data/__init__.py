@@ -1,0 +1,81 @@
+"""Datasets and the kinds of items they hold.
+
+A `Dataset` is whole tensors in memory with a fixed test split; its `kind`
+(today `IMAGES`, data/images.py) says how its items are fed to models, shown,
+corrupted and read from an upload, so views never branch on what the items are.
+`DATASETS` names every loadable dataset with its kind; a new kind of data is a
+kind object, its loaders and a line each here.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+from .dataset import Dataset, DatasetError
+from .image_sets import load_digits, load_folder, load_torchvision, resize
+from .images import IMAGES, ImageKind
+
+
+DATA_KINDS = {IMAGES.name: IMAGES}
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    kind: ImageKind
+    load: Callable[..., Dataset]  # (root, download, **options) -> Dataset
+    description: str
+    needs_root: bool = False  # reads a folder the user names (--data-root)
+    trainable_from_page: bool = True
+
+
+DATASETS: dict[str, DatasetEntry] = {
+    "digits": DatasetEntry(IMAGES, lambda root, download: load_digits(),
+                           "8×8 handwritten digits shipped with scikit-learn (offline)"),
+    "mnist": DatasetEntry(IMAGES, functools.partial(load_torchvision, "mnist"), "MNIST 28×28 digits"),
+    "fashion_mnist": DatasetEntry(IMAGES, functools.partial(load_torchvision, "fashion_mnist"),
+                                  "Fashion-MNIST 28×28 clothes"),
+    "cifar10": DatasetEntry(IMAGES, functools.partial(load_torchvision, "cifar10"), "CIFAR-10 32×32 colour photos"),
+    "folder": DatasetEntry(IMAGES, lambda root, download, image_size=None, channels=None:
+                           load_folder(root, image_size or 32, channels),
+                           "your own folder of images (sub-folders become labels)", needs_root=True,
+                           trainable_from_page=False),
+}
+
+
+@functools.lru_cache(maxsize=8)
+def load_dataset(name: str = "digits", root: str | None = None, image_size: int | None = None,
+                 channels: int | None = None, download: bool = True) -> Dataset:
+    """Load a dataset once (cached per process). Treat the returned tensors as read-only.
+
+    name: one of DATASETS. root: where torchvision datasets live (default
+    $VAE_EXPLORER_DATA or ./data), or the image folder for "folder".
+    image_size / channels: optional resize and grey<->RGB conversion.
+    """
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    entry = DATASETS[name]
+    if entry.needs_root:
+        if root is None:
+            raise DatasetError(f"{name} dataset: pass --data-root pointing at a folder of images")
+        return entry.load(root, download, image_size=image_size, channels=channels)
+    return resize(entry.load(root, download), image_size, channels)
+
+
+def load_dataset_for(meta: dict, root: str | None = None) -> Dataset:
+    """The dataset a checkpoint was trained on, as its metadata describes it
+    (name, root, size, channels); `root` overrides the recorded data root."""
+    ds = meta.get("dataset", {})
+    recorded = str(ds.get("name", "digits"))
+    name = "folder" if recorded.startswith("folder:") else recorded
+    data = load_dataset(name, root or ds.get("root"), ds.get("image_size"), ds.get("channels"))
+    expected = data.kind.model_settings(data.item_shape)
+    config = meta.get("config", {})
+    for key, value in expected.items():
+        if key in config and tuple(config[key]) != tuple(value):
+            raise DatasetError(f"{name} items are {tuple(value)} but the model expects {tuple(config[key])}")
+    return data
+
+
+__all__ = ["DATASETS", "DATA_KINDS", "Dataset", "DatasetEntry", "DatasetError", "IMAGES", "load_dataset",
+           "load_dataset_for"]
