@@ -136,3 +136,24 @@ def test_broken_idx_file_gives_a_clear_error(tmp_path):
         (raw / f).write_bytes(b"not idx")
     with pytest.raises(DatasetError, match="train-images-idx3-ubyte: truncated"):
         load_dataset("fashion_mnist", str(tmp_path), download=False)
+
+
+def test_every_data_kind_has_the_whole_interface_the_views_ask():
+    from vae_explorer.data import DATA_KINDS, DATASETS, DataKind
+
+    wanted = {n for n in vars(DataKind) if not n.startswith("_")} | set(DataKind.__annotations__)
+    for name, kind in DATA_KINDS.items():
+        missing = sorted(n for n in wanted if not hasattr(kind, n))
+        assert not missing and kind.name == name, (name, missing)
+    assert all(entry.kind.name in DATA_KINDS for entry in DATASETS.values())
+
+
+def test_the_image_kind_round_trips_and_scores(digits):
+    kind = digits.kind
+    x = kind.prepare(digits.test_x[:5])
+    assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert torch.equal(kind.store(x), digits.test_x[:5])  # stored -> model input -> stored
+    assert torch.allclose(kind.errors(x, x), torch.zeros(5))
+    assert kind.quality(x, x)["psnr"].min() >= 99  # identical images: PSNR at the 1e-10 floor
+    assert kind.model_settings(digits.item_shape) == {"input_shape": (1, 8, 8)}
+    assert kind.show(x[0], 64).size == (64, 64) and kind.grid(x, nrow=5, target=16).size[0] > 5 * 16

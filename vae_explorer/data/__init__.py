@@ -12,17 +12,17 @@ import functools
 from dataclasses import dataclass
 from typing import Callable
 
-from .dataset import Dataset, DatasetError
+from .dataset import DataKind, Dataset, DatasetError
 from .image_sets import load_digits, load_folder, load_torchvision, resize
-from .images import IMAGES, ImageKind
+from .images import IMAGES
 
 
-DATA_KINDS = {IMAGES.name: IMAGES}
+DATA_KINDS: dict[str, DataKind] = {IMAGES.name: IMAGES}
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    kind: ImageKind
+    kind: DataKind
     load: Callable[..., Dataset]  # (root, download, **options) -> Dataset
     description: str
     needs_root: bool = False  # reads a folder the user names (--data-root)
@@ -77,5 +77,5 @@ def load_dataset_for(meta: dict, root: str | None = None) -> Dataset:
     return data
 
 
-__all__ = ["DATASETS", "DATA_KINDS", "Dataset", "DatasetEntry", "DatasetError", "IMAGES", "load_dataset",
+__all__ = ["DATASETS", "DATA_KINDS", "DataKind", "Dataset", "DatasetEntry", "DatasetError", "IMAGES", "load_dataset",
            "load_dataset_for"]

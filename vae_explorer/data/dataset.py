@@ -1,11 +1,35 @@
-"""A dataset in memory: whole tensors with a fixed test split and the kind of its items."""
+"""A dataset in memory: whole tensors with a fixed test split, and the kind of its
+items: the interface every view, the training loop and evaluation ask instead of
+checking what the items are (data/images.py's IMAGES is one)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
+from PIL import Image
 
-from .images import ImageKind
+
+class DataKind(Protocol):
+    name: str  # the kind's name, as models give it in `data_kind`
+    item: str  # what one item is called on the page ("image")
+    noise_kinds: tuple[str, ...]  # the corruptions `corrupt` knows
+    error_name: str  # the unit of `errors`
+    fidelity_name: str  # what `fidelity` reports
+
+    def prepare(self, stored: torch.Tensor) -> torch.Tensor: ...  # stored items -> model input (B, ...)
+    def store(self, x: torch.Tensor) -> torch.Tensor: ...  # model output -> stored form
+    def model_settings(self, item_shape: tuple[int, ...]) -> dict: ...  # config fields the data decides
+    def errors(self, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor: ...  # (B,) reconstruction errors
+    def quality(self, recon: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]: ...  # evaluation measures
+    def fidelity(self, x: torch.Tensor, ref: torch.Tensor) -> str: ...  # how close, for people
+    def show(self, x: torch.Tensor, target: int = 128) -> Image.Image: ...  # one item
+    def grid(self, x: torch.Tensor, nrow: int, target: int = 48, padding: int = 1) -> Image.Image: ...
+    def blank(self, item_shape, target: int = 128) -> Image.Image: ...  # a placeholder the size of one item
+    def noise_limit(self, kind: str) -> float: ...
+    def corrupt(self, x: torch.Tensor, kind: str, level: float,
+                generator: torch.Generator | None = None) -> torch.Tensor: ...
+    def read_upload(self, path, item_shape, reference: torch.Tensor | None = None) -> tuple[torch.Tensor, str]: ...
 
 
 class DatasetError(ValueError):
@@ -15,7 +39,7 @@ class DatasetError(ValueError):
 @dataclass
 class Dataset:
     name: str
-    kind: ImageKind  # how to feed, show, corrupt and read its items
+    kind: DataKind  # how to feed, show, corrupt and read its items
     train_x: torch.Tensor  # (N, *item_shape) in the kind's stored form (uint8 images)
     train_y: torch.Tensor  # (N,) int64, -1 = unlabeled
     test_x: torch.Tensor
