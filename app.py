@@ -367,7 +367,7 @@ def train_tab(page: Page) -> None:
         with gr.Row():
             model = gr.Dropdown(list(MODELS), value="vae", label="Model", elem_id="tr_model")
             dataset = gr.Dropdown([n for n, d in DATASETS.items() if d.trainable_from_page], value="digits",
-                                  label="Dataset", info="digits ship with scikit-learn; others load from --data-root")
+                                  label="Dataset", info="digits and sprites work offline; others load from --data-root")
             latent = gr.Number(value=2, precision=0, minimum=1, label="Latent dims", elem_id="tr_latent")
             beta = gr.Number(value=1.0, minimum=0, label="β (KL weight)", elem_id="tr_beta")
             likelihood = gr.Dropdown(list(LIKELIHOODS), value="bernoulli", label="Likelihood")

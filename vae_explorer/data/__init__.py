@@ -15,6 +15,7 @@ from typing import Callable
 from .dataset import DataKind, Dataset, DatasetError
 from .image_sets import load_digits, load_folder, load_torchvision, resize
 from .images import IMAGES
+from .sprites import load_sprites
 
 
 DATA_KINDS: dict[str, DataKind] = {IMAGES.name: IMAGES}
@@ -32,6 +33,8 @@ class DatasetEntry:
 DATASETS: dict[str, DatasetEntry] = {
     "digits": DatasetEntry(IMAGES, lambda root, download: load_digits(),
                            "8×8 handwritten digits shipped with scikit-learn (offline)"),
+    "sprites": DatasetEntry(IMAGES, lambda root, download: load_sprites(),
+                            "32×32 sprites with known factors: shape, scale, rotation, x, y (generated, offline)"),
     "mnist": DatasetEntry(IMAGES, functools.partial(load_torchvision, "mnist"), "MNIST 28×28 digits"),
     "fashion_mnist": DatasetEntry(IMAGES, functools.partial(load_torchvision, "fashion_mnist"),
                                   "Fashion-MNIST 28×28 clothes"),

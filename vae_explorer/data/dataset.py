@@ -45,6 +45,11 @@ class Dataset:
     test_x: torch.Tensor
     test_y: torch.Tensor
     classes: list[str] = field(default_factory=list)
+    # Known factors of variation, where the data has them (sprites): each item's index per factor.
+    factor_names: tuple[str, ...] = ()
+    train_factors: torch.Tensor | None = None  # (N, F) int64
+    test_factors: torch.Tensor | None = None
+    factor_values: dict[str, list[str]] = field(default_factory=dict)  # what each index means
 
     @property
     def item_shape(self) -> tuple[int, ...]:
@@ -61,4 +66,5 @@ class Dataset:
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind.name, "input_shape": list(self.item_shape),
-                "train_size": len(self.train_x), "test_size": len(self.test_x), "classes": self.classes}
+                "train_size": len(self.train_x), "test_size": len(self.test_x), "classes": self.classes,
+                **({"factors": self.factor_values} if self.factor_names else {})}
