@@ -67,7 +67,8 @@ CSS = """
 INTRO = """# vae-explorer
 See what autoencoders learn. **Latent map**: how an autoencoder (left) and a VAE (right) arrange the same
 images (click a point). **Reconstruct**, **Latent sliders**, **Interpolate**, **Sample** and **Denoise** decode
-from those codes; **Train** fits a new model in the background; **Models** describes each checkpoint.
+from those codes; **Diagnostics** shows which latent dimensions are used; **Train** fits a new model in the
+background; **Models** describes each checkpoint.
 """
 
 
@@ -355,6 +356,29 @@ def denoise_tab(page: Page) -> None:
          ex.denoise, [models, index, upload, noise, level, seed], [clean, noisy, outputs, text], api_name="denoise")
 
 
+def diagnostics_tab(page: Page) -> None:
+    ex = page.ex
+    with gr.Tab("Diagnostics", id="diagnostics") as tab:
+        gr.Markdown("Which latent dimensions does the model use? A VAE whose KL to the prior is zero has "
+                    "collapsed: its code carries nothing. Traversals show what each used dimension does.")
+        model = page.picker("Model", page.default("digits_conv_vae"), elem_id="dg_model")
+        text = gr.Markdown(elem_classes="caption", elem_id="dg_text")
+        with gr.Row():
+            kl = gr.Plot(show_label=False, elem_id="dg_kl")
+            variance = gr.Plot(show_label=False, elem_id="dg_variance")
+        gr.Markdown("Latent traversals: one row per dimension, most used first; left to right t from -3 to 3.",
+                    elem_classes="caption")
+        traversal = gr.Image(show_label=False, format="png", elem_id="dg_traversals")
+        page.model_cards(tab.select, model)
+
+    def usage(name):
+        kl_fig, var_fig, grid, caption = ex.latent_usage(name)
+        # A model without a posterior has no KL: its plot makes room for the variance.
+        return gr.Plot(kl_fig, visible=kl_fig is not None), var_fig, grid, caption
+
+    wire([tab.select, model.change], usage, model, [kl, variance, traversal, text], api_name="latent_usage")
+
+
 # The Train tab's model-specific widgets: shown, and sent, only for models that have the setting.
 OPTIONAL_SETTINGS = ("beta", "noise_std")
 
@@ -450,8 +474,8 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         gr.Markdown(INTRO)
         page = Page(explorer, demo.load, explorer.checkpoint_names(), [])
         with gr.Tabs():
-            for tab in (map_tab, reconstruct_tab, sliders_tab, interpolate_tab, sample_tab, denoise_tab, train_tab,
-                        models_tab):
+            for tab in (map_tab, reconstruct_tab, sliders_tab, interpolate_tab, sample_tab, denoise_tab,
+                        diagnostics_tab, train_tab, models_tab):
                 tab(page)
 
         # New checkpoints (a finished training, a file copied in) appear in every picker.

@@ -13,7 +13,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 PUBLIC = {"latent_map", "select_point", "manifold", "reconstruct", "anomalies", "slider_setup", "decode",
           "interpolate", "interpolate_at", "sample", "denoise", "train_start", "train_cancel", "train_status",
-          "model_card", "checkpoints"}
+          "model_card", "checkpoints", "latent_usage"}
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,14 @@ def test_interpolate_sample_denoise_card(client):
     card = client.predict("digits_conv_vae", api_name="/model_card")
     assert "| layer | type | parameters |" in card
     assert "digits_vae" in client.predict(api_name="/checkpoints")
+
+
+def test_diagnostics_through_the_server(client):
+    kl, variance, traversals, text = client.predict("digits_vae", api_name="/latent_usage")
+    assert kl["visible"] is True and is_plot(kl["value"])  # an update: the KL plot shows for a VAE
+    assert is_plot(variance) and is_png(traversals) and "dimensions active" in text
+    kl, *_ = client.predict("digits_ae", api_name="/latent_usage")
+    assert kl["visible"] is False  # an AE has no posterior, so no KL
 
 
 def test_errors_come_back_as_messages_and_the_server_keeps_serving(client):

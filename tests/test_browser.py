@@ -328,6 +328,21 @@ def test_train_shows_progress_and_cancels(ui):
     assert_clean(ui)
 
 
+def test_diagnostics_show_active_units_and_hide_the_kl_for_an_ae(ui):
+    page = ui.page
+    open_tab(page, "Diagnostics")
+    text = page.locator("#dg_text")
+    expect(text).to_contain_text("dimensions active", timeout=20_000)
+    expect(page.locator("#dg_kl .js-plotly-plot")).to_be_visible()
+    expect(page.locator("#dg_traversals img")).to_be_visible()
+    screenshot(page, "diagnostics")
+    page.locator("#dg_model input").click()
+    page.get_by_role("option", name="digits_ae", exact=True).click()
+    expect(text).to_contain_text("2 of 2", timeout=20_000)
+    expect(page.locator("#dg_kl")).to_be_hidden()
+    assert_clean(ui)
+
+
 def test_train_form_shows_the_settings_the_chosen_model_has(ui):
     """The Train tab asks the registry: β only for models with a KL weight, input noise only for AEs; a
     setting the model lacks is hidden, and the extra box takes any other flag."""

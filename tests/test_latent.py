@@ -155,3 +155,37 @@ def test_projection_choice():
     assert resolve_projection("raw", 16) == "pca" and resolve_projection("umap", 2) == "umap"
     with pytest.raises(ValueError):
         resolve_projection("tsne", 2)
+
+
+def test_latent_usage_matches_torch_distributions_and_numpy(trained_vae, digits):
+    from torch.distributions import Normal, kl_divergence
+
+    from vae_explorer.latent import ACTIVE_VARIANCE, latent_usage
+
+    usage = latent_usage(trained_vae, digits.test_x, IMAGES, batch_size=100)  # batches must not matter
+    x = digits.test_x.float() / 255
+    with torch.no_grad():
+        q = trained_vae.posterior(x)
+        reference = kl_divergence(Normal(q.mean, q.std), Normal(0.0, 1.0)).mean(0).double().numpy()
+        kl_term = trained_vae(x).terms["kl"] / trained_vae.config.beta  # the loss's KL, averaged over items
+    np.testing.assert_allclose(usage.kl, reference, rtol=1e-4, atol=1e-6)
+    assert usage.kl.sum() == pytest.approx(float(kl_term), rel=1e-4)
+    np.testing.assert_allclose(usage.variance, np.var(q.mean.double().numpy(), axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(usage.active, usage.variance > ACTIVE_VARIANCE)
+    assert list(usage.order) == list(np.argsort(-usage.kl))
+
+    ae = build_model("ae", input_shape=(1, 8, 8), latent_dim=3).eval()
+    plain = latent_usage(ae, digits.test_x, IMAGES)
+    assert plain.kl is None  # no posterior: variance of the code itself
+    with torch.no_grad():
+        np.testing.assert_allclose(plain.variance, np.var(ae.encode(x).double().numpy(), axis=0), rtol=1e-6)
+
+
+def test_traversals_move_one_dimension_at_a_time():
+    from vae_explorer.latent import traversals
+
+    center = np.array([1.0, -1.0, 0.5], np.float32)
+    z = traversals(center, [2, 0], [-1.0, 0.0, 2.0], scales=np.array([10.0, 1.0, 0.5]))
+    assert z.shape == (6, 3)
+    np.testing.assert_allclose(z[:3, 2], [0.0, 0.5, 1.5]) and np.testing.assert_allclose(z[:3, :2], [[1, -1]] * 3)
+    np.testing.assert_allclose(z[3:, 0], [-9.0, 1.0, 21.0]) and np.testing.assert_allclose(z[3:, 1:], [[-1, 0.5]] * 3)

@@ -87,6 +87,8 @@ def test_every_sample_source_the_model_names_works(name):
     assert model.code_kind in ("continuous", "quantized")
     assert all(torch.is_tensor(t) for t in model.learned_state().values())
     assert model.extra_metrics(torch.rand(2, 1, 8, 8), iwae_k=0) == {}
+    q = model.posterior(torch.rand(2, 1, 8, 8))  # q(z|x) or None; where there is one, its mean is the code
+    assert q is None or (q.kl_per_dim().shape == (2, model.latent_dim) and (q.kl_per_dim() >= 0).all())
 
 
 def test_presets_are_configs_not_copies():

@@ -214,3 +214,17 @@ def test_every_view_works_with_every_shipped_model(explorer):
         assert explorer.sample(name, 0.8, 1)[0].size[0] > 0
         assert "dB" in explorer.denoise([name], 0, None, "masking", 0.2)[2][0][1]
         assert "parameters" in explorer.card(name)
+
+
+def test_diagnostics_count_active_units_and_warn_on_collapse(explorer):
+    kl, variance, grid, text = explorer.latent_usage("digits_conv_vae")
+    entry = explorer.load("digits_conv_vae")
+    usage = entry.cached("usage", lambda: None)
+    assert f"**{int(usage.active.sum())} of 8** dimensions active" in text and "collapsed" not in text
+    assert list(kl.data[0].y) == pytest.approx(list(usage.kl)) and len(variance.data[0].y) == 8
+    assert grid.size[1] > grid.size[0] * 8 / 9 * 0.9  # 8 rows of 9 traversal steps
+    # The shipped β-VAE (β = 4, 2-D) has collapsed: its KL is near zero, and the page says so.
+    _, _, _, text = explorer.latent_usage("digits_beta_vae")
+    assert "posterior has collapsed" in text and "No dimension is used" in text
+    kl, _, _, text = explorer.latent_usage("digits_ae")  # no posterior: no KL chart, variance only
+    assert kl is None and "**2 of 2** dimensions active" in text and "Total KL" not in text

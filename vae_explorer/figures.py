@@ -84,3 +84,19 @@ def error_histogram(errors: np.ndarray, threshold: float, title: str,
     fig.update_yaxes(title_text="items")
     fig.update_layout(showlegend=False, bargap=0.02)
     return _layout(fig, title, 320)
+
+
+def latent_usage(values: np.ndarray, active: np.ndarray, title: str, y_title: str,
+                 threshold: float | None = None) -> go.Figure:
+    """One bar per latent dimension (KL or variance), active ones coloured, dead ones grey."""
+    labels = [f"z[{i}]" for i in range(len(values))]
+    colours = [PALETTE[0] if a else PALETTE[9] for a in active]
+    fig = go.Figure(go.Bar(x=labels, y=values, marker_color=colours,
+                           hovertemplate="%{x}: %{y:.4g}<extra></extra>"))
+    if threshold is not None:
+        fig.add_hline(y=threshold, line=dict(color=PALETTE[2], width=1.5, dash="dash"),
+                      annotation_text="active above", annotation_position="top left")
+    fig.update_xaxes(title_text="latent dimension")
+    fig.update_yaxes(title_text=y_title)
+    fig.update_layout(showlegend=False, bargap=0.15)
+    return _layout(fig, title, 320)

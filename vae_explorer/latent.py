@@ -35,6 +35,56 @@ def reconstruction_errors(model: Autoencoder, items: torch.Tensor, kind, batch_s
     return torch.cat(errors).numpy() if errors else np.zeros(0, np.float32)
 
 
+ACTIVE_VARIANCE = 0.01  # Burda, Grosse & Salakhutdinov 2016: a unit is active when Var_x[E_q[z_d]] > 0.01
+
+
+@dataclass
+class LatentUsage:
+    """How much each latent dimension is used, over a set of items.
+
+    variance: (D,) variance over the items of the posterior mean (of the code, for
+    deterministic models); active: variance > ACTIVE_VARIANCE. kl: (D,) mean
+    KL(q(z_d | x) || N(0, 1)) in nats, or None for models without a posterior.
+    """
+
+    variance: np.ndarray
+    active: np.ndarray
+    kl: np.ndarray | None
+
+    @property
+    def order(self) -> np.ndarray:
+        """Dimensions from the most used: by KL where there is one, else by variance."""
+        return np.argsort(-(self.kl if self.kl is not None else self.variance), kind="stable")
+
+
+@torch.no_grad()
+def latent_usage(model: Autoencoder, items: torch.Tensor, kind, batch_size: int = 1000) -> LatentUsage:
+    """Per-dimension usage over (N, ...) stored items: posterior-mean variance, active units, KL."""
+    device = next(model.parameters()).device
+    means, kls = [], []
+    for i in range(0, len(items), batch_size):
+        x = kind.prepare(items[i:i + batch_size].to(device))
+        q = model.posterior(x)
+        means.append((q.mean if q is not None else model.encode(x)).double().cpu())
+        if q is not None:
+            kls.append(q.kl_per_dim().double().sum(0).cpu())
+    mean = torch.cat(means)
+    variance = mean.var(0, unbiased=False).numpy()
+    kl = (torch.stack(kls).sum(0) / len(mean)).numpy() if kls else None
+    return LatentUsage(variance, variance > ACTIVE_VARIANCE, kl)
+
+
+def traversals(center: np.ndarray, dims, offsets, scales: np.ndarray | None = None) -> np.ndarray:
+    """Codes for latent traversals: for each dimension d in `dims`, center + t * scales[d] * e_d for t in
+    `offsets` (scales default to 1: prior units); (len(dims) * len(offsets), D), one row per dimension."""
+    center = np.asarray(center, np.float32)
+    offsets = np.asarray(offsets, np.float32)
+    z = np.repeat(center[None], len(dims) * len(offsets), 0)
+    for row, d in enumerate(dims):
+        z[row * len(offsets):(row + 1) * len(offsets), d] += offsets * (1.0 if scales is None else scales[d])
+    return z
+
+
 def _coefficients(z: np.ndarray, center: np.ndarray, directions: np.ndarray) -> np.ndarray:
     """(N, D) codes -> (N, k) their coordinates along k directions (rows of `directions`) through `center`."""
     return (np.asarray(z, np.float32) - center) @ directions.T

@@ -187,6 +187,11 @@ class Autoencoder(nn.Module):
             raise ValueError(f"{self.name} samples from: {names}; not {source!r}")
         return self.decode(z.to(next(self.parameters()).device))
 
+    def posterior(self, x: torch.Tensor):
+        """q(z | x) where the model has one (a VAE): an object with `mean`, `std` and `kl_per_dim()`
+        ((B, D) nats against N(0, I)); None where the code is deterministic."""
+        return None
+
     def extra_metrics(self, x: torch.Tensor, iwae_k: int) -> dict[str, torch.Tensor]:
         """Per-item metrics beyond the loss terms, (B,) each (a VAE's IWAE bound); {} when it has none."""
         return {}

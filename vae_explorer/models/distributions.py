@@ -24,9 +24,13 @@ class DiagonalGaussian:
     def mode(self) -> torch.Tensor:
         return self.mean
 
+    def kl_per_dim(self) -> torch.Tensor:
+        """KL(q_d || N(0, 1)) of each dimension in closed form (Kingma & Welling 2014, appendix B): (B, D)."""
+        return 0.5 * (self.mean.square() + self.logvar.exp() - 1.0 - self.logvar)
+
     def kl(self) -> torch.Tensor:
-        """KL(q || N(0, I)) in closed form (Kingma & Welling 2014, appendix B): (B,)."""
-        return 0.5 * (self.mean.square() + self.logvar.exp() - 1.0 - self.logvar).sum(-1)
+        """KL(q || N(0, I)): (B,)."""
+        return self.kl_per_dim().sum(-1)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log q(z | x) summed over dims; z is (..., B, D) -> (..., B)."""

@@ -20,8 +20,8 @@ from .. import figures
 from ..cards import model_card
 from ..data import DATASETS
 from ..data.images import UploadError
-from ..latent import (PCABaseline, interpolate, latent_plane, pca_2d, raw_2d, reconstruction_errors,
-                      resolve_projection, slider_axes)
+from ..latent import (ACTIVE_VARIANCE, PCABaseline, interpolate, latent_plane, latent_usage, pca_2d, raw_2d,
+                      reconstruction_errors, resolve_projection, slider_axes, traversals)
 from ..models import MODELS, model_entry
 from ..runs import DataSpec, RunError, RunSpec, parse_settings, split_settings
 from ..training import TrainConfig
@@ -31,6 +31,8 @@ from .umap_worker import UmapProjector
 
 MAX_SLIDERS = 8
 SAMPLE_GRID = 7  # 7×7
+MAX_TRAVERSALS = 16  # rows of latent traversals: the most used dimensions first
+TRAVERSAL_STEPS = np.linspace(-3, 3, 9)
 
 
 class ViewError(ValueError):
@@ -400,7 +402,47 @@ class Explorer:
                 f"{first.dataset_name}'s training set.")
         return kind.show(clean[0]), kind.show(noisy[0]), outputs, text
 
-    # ---- 7. train ------------------------------------------------------------------------
+    # ---- 7. diagnostics -------------------------------------------------------------------
+
+    def latent_usage(self, name: str) -> tuple[object, object, Image.Image, str]:
+        """Which latent dimensions the model uses: KL per dimension (models with a posterior), variance of
+        the posterior mean over the test set with the active-unit threshold, and traversals of the most
+        used dimensions. Returns (KL figure or None, variance figure, traversal grid, Markdown)."""
+        entry = self.load(name)
+        data = self._data(entry)
+        usage = entry.cached("usage", lambda: latent_usage(entry.model, data.test_x, entry.kind))
+        d, active = entry.model.latent_dim, int(usage.active.sum())
+        kl_fig = None if usage.kl is None else figures.latent_usage(
+            usage.kl, usage.active, f"{name}: KL to N(0, 1) per dimension, test mean", "KL (nats)")
+        var_fig = figures.latent_usage(usage.variance, usage.active, f"{name}: variance of the code over the test set",
+                                       "variance", ACTIVE_VARIANCE)
+        dims = usage.order[:MAX_TRAVERSALS]
+        has_posterior = usage.kl is not None
+        scales = None if has_posterior else np.sqrt(usage.variance)  # prior units, or the codes' own spread
+        z = traversals(entry.codes.mean(0), dims, TRAVERSAL_STEPS, scales)
+        grid = entry.kind.grid(entry.decode(z), nrow=len(TRAVERSAL_STEPS), target=40)
+        lines = [f"**{active} of {d}** dimensions active (variance of the code over the test set above "
+                 f"{ACTIVE_VARIANCE}; Burda, Grosse & Salakhutdinov 2016)."]
+        if has_posterior:
+            total = float(usage.kl.sum())
+            lines.append(f"Total KL to the prior: **{total:.3g} nats** per {entry.kind.item}; the most used "
+                         f"dimensions: " + ", ".join(f"z[{i}] {usage.kl[i]:.3g}" for i in usage.order[:5]) + ".")
+            if total < 0.1:
+                lines.append("⚠️ **The KL is near zero: the posterior has collapsed onto the prior** and the "
+                             "decoder ignores the code. Lower β, or train longer with a KL warm-up.")
+        if active == 0:
+            lines.append("⚠️ **No dimension is used**: every input gets nearly the same code.")
+        elif active <= d // 2:
+            lines.append(f"⚠️ **Most dimensions are unused** ({d - active} of {d} dead): the model would do as "
+                         f"well with a {active}-D code.")
+        unit = "t × 1 (prior units)" if has_posterior else "t × the code's standard deviation along it"
+        shown = f"the {len(dims)} most used" if len(dims) < d else "every dimension"
+        lines.append(f"Traversals below: one row per dimension ({shown}, most used first: "
+                     + ", ".join(f"z[{i}]" for i in dims) + f"), decoding the mean code plus {unit}, "
+                     f"t from {TRAVERSAL_STEPS[0]:g} to {TRAVERSAL_STEPS[-1]:g}.")
+        return kl_fig, var_fig, grid, "  \n".join(lines)
+
+    # ---- 8. train ------------------------------------------------------------------------
 
     def model_settings(self, model: str) -> dict[str, object]:
         """The settings a registry model has, with its preset's values (the Train tab shows these)."""
