@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 from vae_explorer.checkpoints import load_checkpoint, read_metadata, save_checkpoint  # noqa: E402
 from vae_explorer.cli import main as cli  # noqa: E402
 from vae_explorer.models import MODELS, load_plugins  # noqa: E402
+from vae_explorer.runs import flag_words  # noqa: E402
 
 COMMON = ["--dataset", "digits", "--epochs", "150", "--batch-size", "64", "--seed", "0", "--device", "cpu",
           "--precision", "fp32", "--iwae-k", "100", "--quiet"]
@@ -32,18 +33,12 @@ def strip_train_state(path: Path) -> None:
     save_checkpoint(path, model, meta)
 
 
-def flags(settings: dict) -> list[str]:
-    """The CLI words for a registry entry's `shipped` settings."""
-    return [word for name, value in settings.items()
-            for word in ("--" + name.replace("_", "-"), ",".join(map(str, value)) if isinstance(value, tuple)
-                         else str(value))]
-
-
 def main(names: list[str]) -> None:
     load_plugins()
     for name in names or MODELS:
         out = ROOT / "checkpoints" / f"digits_{name}"
-        code = cli(["train", "--model", name, *flags(MODELS[name].shipped), *COMMON, "--out", str(out)])
+        shipped = [word for setting, value in MODELS[name].shipped.items() for word in flag_words(setting, value)]
+        code = cli(["train", "--model", name, *shipped, *COMMON, "--out", str(out)])
         if code:
             sys.exit(f"training {name} failed")
         strip_train_state(out.with_suffix(".safetensors"))

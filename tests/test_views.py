@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from vae_explorer.data.images import add_noise, psnr, to_float
+from vae_explorer.latent import latent_usage
 from vae_explorer.server import SAMPLE_GRID, ViewError
 
 MODELS = ["digits_ae", "digits_vae", "digits_vq_vae", "digits_conv_vae", "digits_sparse_ae"]
@@ -219,7 +220,7 @@ def test_every_view_works_with_every_shipped_model(explorer):
 def test_diagnostics_count_active_units_and_warn_on_collapse(explorer):
     kl, variance, grid, text = explorer.latent_usage("digits_conv_vae")
     entry = explorer.load("digits_conv_vae")
-    usage = entry.cached("usage", lambda: None)
+    usage = latent_usage(entry.model, entry.data.test_x, entry.kind)
     assert f"**{int(usage.active.sum())} of 8** dimensions active" in text and "collapsed" not in text
     assert list(kl.data[0].y) == pytest.approx(list(usage.kl)) and len(variance.data[0].y) == 8
     assert grid.size[1] > grid.size[0] * 8 / 9 * 0.9  # 8 rows of 9 traversal steps

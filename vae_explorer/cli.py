@@ -230,6 +230,7 @@ def cmd_sample(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     load_plugins()  # models registered outside the package get their flags too
+    args = None
     try:
         args = build_parser().parse_args(argv)
         if args.command == "models":
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample}[args.command](args)
     except UsageError as e:
-        if getattr(locals().get("args"), "events", False):
+        if getattr(args, "events", False):  # a program reading events gets the refusal as one
             _print_event(TrainEvent("error", message=str(e)))
         print(f"vae_explorer: error: {e}", file=sys.stderr)
         return EXIT_USAGE

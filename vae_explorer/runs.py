@@ -94,22 +94,25 @@ class RunSpec:
             raise RunError(str(e)) from None
         return data
 
+    def default_name(self) -> str:
+        return f"{self.model}_{self.data.dataset}_{datetime.now():%Y%m%d-%H%M%S}"
+
     def checkpoint(self) -> str:
         """Where the run saves; fixed on first ask, so what is printed and what is written agree."""
         if self.out is None:
-            self.out = os.path.join(DEFAULT_DIR, f"{self.model}_{self.data.dataset}_{datetime.now():%Y%m%d-%H%M%S}")
+            self.out = os.path.join(DEFAULT_DIR, self.default_name())
         return self.out
 
     def to_argv(self) -> list[str]:
         """The `python -m vae_explorer train` arguments that describe this run (defaults left out)."""
         argv = ["--model", self.model]
         for name, value in self.settings.items():
-            argv += _flag_words(name, value)
+            argv += flag_words(name, value)
         for part in (self.data, self.train):
             for f in _cli_fields(type(part)):
                 value = getattr(part, f.name)
                 if value != f.default:
-                    argv += _flag_words(f.name, value)
+                    argv += flag_words(f.name, value)
         argv += ["--out", self.checkpoint()]
         return argv + (["--resume"] if self.resume else [])
 
@@ -198,15 +201,15 @@ def _describe(kind) -> str:
 
 def _coerced(obj):
     """A config dataclass with every field coerced to its type (the page sends floats for whole numbers)."""
-    return replace(obj, **{f.name: coerce(f, getattr(obj, f.name)) for f in fields(obj)
-                           if f.metadata.get("cli", True) or getattr(obj, f.name) is not None})
+    return replace(obj, **{f.name: coerce(f, getattr(obj, f.name)) for f in fields(obj)})
 
 
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _flag_words(name: str, value) -> list[str]:
+def flag_words(name: str, value) -> list[str]:
+    """A setting as the CLI's words: ["--name", "value"], ["--flag"] / ["--no-flag"] for booleans."""
     if isinstance(value, bool):
         return [flag(name) if value else "--no-" + flag(name)[2:]]
     if isinstance(value, tuple):

@@ -254,12 +254,13 @@ def fit(model: Autoencoder, data: Dataset, config: TrainConfig,
     t_start = time.perf_counter()
     stopped = False
 
+    device_label = describe_device(device)
+
     def emit(kind_, **fields_):
         if callback is not None and rank == 0:
             callback(TrainEvent(kind_, epochs=config.epochs, steps_per_epoch=steps_per_epoch, device=device_label,
                                 elapsed=time.perf_counter() - t_start, checkpoint=str(ckpt or ""), **fields_))
 
-    device_label = describe_device(device)
     emit("start", epoch=start_epoch, items=fixed.cpu())
     for epoch in range(start_epoch, config.epochs):
         perm = _epoch_permutation(len(train_x), config.seed, epoch, device)

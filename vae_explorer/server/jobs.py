@@ -22,7 +22,6 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from ..checkpoints import SUFFIX
@@ -53,7 +52,7 @@ def validate_run(spec: RunSpec, name: str, checkpoint_dir: Path) -> tuple[RunSpe
         spec.model_config(spec.load_data())  # the data exists and the model can be built for it
     except RunError as e:
         raise JobError(str(e)) from None
-    name = str(name or "").strip() or f"{spec.model}_{spec.data.dataset}_{datetime.now():%Y%m%d-%H%M%S}"
+    name = str(name or "").strip() or spec.default_name()
     if name.endswith(SUFFIX):
         name = name[: -len(SUFFIX)]
     if not NAME_PATTERN.fullmatch(name):
