@@ -1,11 +1,11 @@
 """Train the checkpoints shipped in checkpoints/: one per registry model, on the
-built-in digits, CPU, seeded.
+built-in digits (table models: the built-in breast-cancer table), CPU, seeded.
 
     python scripts/make_checkpoints.py            # every registry model, a few minutes on 2 cores
     python scripts/make_checkpoints.py vae ae     # just these
 
 Each is `python -m vae_explorer train --model NAME` with the model's preset, the
-registry entry's `shipped` settings and the common flags below, followed by
+common flags below and the registry entry's `shipped` settings (which win), followed by
 dropping the optimizer state (not needed to explore, triples the file size).
 A new registry model gets its shipped checkpoint here with no change.
 """
@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from vae_explorer.checkpoints import load_checkpoint, read_metadata, save_checkpoint  # noqa: E402
 from vae_explorer.cli import main as cli  # noqa: E402
-from vae_explorer.models import MODELS, load_plugins  # noqa: E402
+from vae_explorer.models import MODELS, load_plugins, shipped_checkpoint  # noqa: E402
 from vae_explorer.runs import flag_words  # noqa: E402
 
 COMMON = ["--dataset", "digits", "--epochs", "150", "--batch-size", "64", "--seed", "0", "--device", "cpu",
@@ -36,9 +36,9 @@ def strip_train_state(path: Path) -> None:
 def main(names: list[str]) -> None:
     load_plugins()
     for name in names or MODELS:
-        out = ROOT / "checkpoints" / f"digits_{name}"
+        out = ROOT / "checkpoints" / shipped_checkpoint(name)
         shipped = [word for setting, value in MODELS[name].shipped.items() for word in flag_words(setting, value)]
-        code = cli(["train", "--model", name, *shipped, *COMMON, "--out", str(out)])
+        code = cli(["train", "--model", name, *COMMON, *shipped, "--out", str(out)])
         if code:
             sys.exit(f"training {name} failed")
         strip_train_state(out.with_suffix(".safetensors"))

@@ -155,5 +155,5 @@ def test_the_image_kind_round_trips_and_scores(digits):
     assert torch.equal(kind.store(x), digits.test_x[:5])  # stored -> model input -> stored
     assert torch.allclose(kind.errors(x, x), torch.zeros(5))
     assert kind.quality(x, x)["psnr"].min() >= 99  # identical images: PSNR at the 1e-10 floor
-    assert kind.model_settings(digits.item_shape) == {"input_shape": (1, 8, 8)}
+    assert kind.model_settings(digits.train_x) == {"input_shape": (1, 8, 8)}
     assert kind.show(x[0], 64).size == (64, 64) and kind.grid(x, nrow=5, target=16).size[0] > 5 * 16

@@ -24,7 +24,7 @@ def _example(f, config):
         return "7,5", (7, 5)
     if isinstance(value, int) or value is None and "int" in str(f.type):
         return "3", 3
-    if isinstance(value, float):
+    if isinstance(value, float) or value is None and "float" in str(f.type):
         return "0.5", 0.5
     return "cpu", "cpu"
 

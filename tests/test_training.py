@@ -12,16 +12,17 @@ import threading
 import pytest
 import torch
 
-from vae_explorer import MODELS, TrainConfig, TrainEvent, build_model, evaluate, fit, load_checkpoint, read_metadata
+from vae_explorer import TrainConfig, TrainEvent, build_model, evaluate, fit, load_checkpoint, read_metadata
 from vae_explorer.devices import (CPU_BF16_MIN_FLOPS, choose_precision, cpu_has_native_bf16,
                                   forward_flops_per_item, resolve_device)
 
 from .conftest import REPO
+from .test_models import IMAGE_MODELS
 
 CPU = dict(device="cpu", iwae_k=0)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_training_lowers_test_loss(name, digits):
     torch.manual_seed(0)
     model = build_model(name, **digits.model_settings())
@@ -134,7 +135,7 @@ def test_flop_count_matches_the_layer_sizes():
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_flop_count_agrees_with_torch_flop_counter(name, shape):
     from torch.utils.flop_counter import FlopCounterMode
 

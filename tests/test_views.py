@@ -13,6 +13,8 @@ from vae_explorer.data.images import add_noise, psnr, to_float
 from vae_explorer.latent import latent_usage
 from vae_explorer.server import SAMPLE_GRID, ViewError
 
+from .test_models import IMAGE_MODELS
+
 MODELS = ["digits_ae", "digits_vae", "digits_vq_vae", "digits_conv_vae", "digits_sparse_ae"]
 
 
@@ -199,11 +201,11 @@ def test_model_card_describes_the_checkpoint(explorer, name):
 
 def test_every_view_works_with_every_shipped_model(explorer):
     """Each registry model has a shipped checkpoint; every view takes each of them."""
-    from vae_explorer.models import MODELS
+    from vae_explorer.models import MODELS, shipped_checkpoint
 
     names = explorer.checkpoint_names()
-    assert {f"digits_{m}" for m in MODELS} <= set(names)
-    for name in (f"digits_{m}" for m in MODELS):
+    assert {shipped_checkpoint(m) for m in MODELS} <= set(names)
+    for name in (f"digits_{m}" for m in IMAGE_MODELS):
         assert explorer.latent_map(name, "pca").figure.data
         assert explorer.compare_point(name, "digits_vae", 1)[1].size[0] > 0
         assert explorer.manifold(name, 5)[0].size[0] > 0

@@ -24,6 +24,8 @@ import torch.distributed as dist
 from .checkpoints import CheckpointError, checkpoint_path, find_checkpoint, load_checkpoint
 from .data import DATA_KINDS, DatasetError, load_dataset_for
 from .devices import resolve_device
+from .anomaly import THRESHOLD_RULES, choose_threshold, detection_report
+from .latent import reconstruction_errors
 from .metrics import evaluate
 from .models import MODELS, build_model, load_plugins
 from .runs import RunError, add_flags, spec_from_args
@@ -60,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--threshold", default="percentile:95", metavar="RULE[:LEVEL]",
+                   help="where labels mark anomalies: the anomaly threshold for precision/recall/F1; "
+                        f"rules {', '.join(THRESHOLD_RULES)} (e.g. percentile:80 flags the top 20%%, fpr:0.05, "
+                        "iqr:1.5, mad:3.5)")
 
     s = sub.add_parser("sample", help="a grid decoded from random codes")
     s.add_argument("--checkpoint", required=True, help="a checkpoint path or name, with or without .safetensors")
@@ -149,7 +155,8 @@ def cmd_train(args) -> int:
 
     t0 = time.perf_counter()
     dataset_info = {"root": os.path.abspath(spec.data.data_root) if spec.data.data_root else None,
-                    "image_size": spec.data.image_size, "channels": spec.data.image_channels}
+                    **({"image_size": spec.data.image_size, "channels": spec.data.image_channels}
+                       if spec.data.kind() == "image" else {})}
     try:
         result = fit(model, data, spec.train, callback=callback, stop=stop, resume=spec.resume,
                      dataset_info=dataset_info)
@@ -198,7 +205,18 @@ def cmd_eval(args) -> int:
     device = next(model.parameters()).device
     metrics = evaluate(model, data.test_x.to(device), data.kind, iwae_k=args.iwae_k)
     result = {"checkpoint": str(args.checkpoint), "model": meta["model"], "dataset": data.name,
-              "test_images": len(data.test_x), **metrics}
+              f"test_{data.kind.item}s": len(data.test_x), **metrics}
+    if data.anomaly_classes:  # labels say which items are anomalies: how well the scores find them
+        rule, _, level = args.threshold.partition(":")
+        scores = reconstruction_errors(model, data.test_x.to(device), data.kind)
+        truth = data.is_anomaly(data.test_y)
+        try:
+            threshold = choose_threshold(scores, rule, float(level) if level else None, scores[~truth])
+        except ValueError as e:
+            raise UsageError(f"--threshold: {e}") from None
+        report = detection_report(scores, truth, threshold.value)
+        result.update({"threshold_rule": threshold.explanation,
+                       **{k: v for k, v in report.items() if k not in ("items",)}})
     if args.json:
         print(json.dumps(result))
     else:

@@ -74,7 +74,7 @@ def forward_flops_per_item(model) -> int:
     was_training = model.training
     model.eval()
     try:
-        model.decode(model.encode(torch.zeros(1, *model.input_shape, device=next(model.parameters()).device)))
+        model.decode(model.encode(model.example_input(1).to(next(model.parameters()).device)))
     finally:
         model.train(was_training)
         for h in hooks:

@@ -140,9 +140,26 @@ def adam_for(device_type: str) -> str:
     return candidates[-1]
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, device: torch.device):
-    """Adam, by the fastest implementation that works here (`adam_for`)."""
+def make_optimizer(params: Iterable[torch.nn.Parameter], lr: float, device: torch.device, kind: str = "adam",
+                   weight_decay: float | None = None, eps: float | None = None):
+    """Adam, by the fastest implementation that works here (`adam_for`); or AdamW (torch's, fused on
+    devices that have the kernel), with decoupled weight decay."""
+    if kind == "adamw":
+        return torch.optim.AdamW(list(params), lr=lr, weight_decay=1e-2 if weight_decay is None else weight_decay,
+                                 eps=1e-8 if eps is None else eps,
+                                 **({"fused": True} if device.type in FUSED_DEVICES else {"foreach": True}))
+    if kind != "adam":
+        raise ValueError(f"unknown optimizer {kind!r}; choose adam or adamw")
     name = adam_for(device.type)
     if device.type in FUSED_DEVICES and name != "FusedAdam":
         warnings.warn(f"torch._fused_adam_ is unusable from FusedAdam in this torch: training with {name}")
     return _ADAMS[name](list(params), lr)
+
+
+def set_lr(optimizer, lr: float) -> None:
+    """Set the learning rate of any optimizer made here (FusedAdam keeps one `lr`; torch's keep groups)."""
+    if isinstance(optimizer, FusedAdam):
+        optimizer.lr = float(lr)
+    else:
+        for group in optimizer.param_groups:
+            group["lr"] = float(lr)

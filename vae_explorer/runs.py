@@ -16,7 +16,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from datetime import datetime
 
 from .checkpoints import DEFAULT_DIR
-from .data import DATASETS, Dataset, DatasetError, load_dataset
+from .data import DATASETS, Dataset, DatasetError, TableOptions, load_dataset
 from .models import MODELS, ModelConfig, model_config, model_entry, setting
 from .training import TrainConfig
 
@@ -28,12 +28,50 @@ class RunError(ValueError):
 @dataclass
 class DataSpec:
     dataset: str = setting("digits", "dataset: " + ", ".join(DATASETS), choices=tuple(DATASETS))
-    data_root: str | None = setting(None, "folder with the torchvision datasets, or the image folder")
-    image_size: int | None = setting(None, "resize images to this square size")
-    image_channels: int | None = setting(None, "convert images to 1 (grey) or 3 (RGB) channels", choices=(1, 3))
+    data_root: str | None = setting(None, "folder with the torchvision datasets or kddcup99's file, or the image folder")
+    image_size: int | None = setting(None, "images: resize to this square size", kind="image")
+    image_channels: int | None = setting(None, "images: convert to 1 (grey) or 3 (RGB) channels", choices=(1, 3),
+                                         kind="image")
+    data_file: str | None = setting(None, "tables: the CSV (comma, semicolon or tab) or Parquet file of --dataset csv",
+                                    aliases=("--data",), kind="table")
+    label_column: str | None = setting(None, "tables: the column that labels rows (colours the map; with "
+                                       "--anomaly-label, gives ROC/PR)", kind="table")
+    anomaly_label: str | None = setting(None, "tables: label values that mark anomalies, comma-separated "
+                                        "(default: guessed for a two-valued label such as 0/1)", kind="table")
+    ignore_columns: str | None = setting(None, "tables: columns to leave out (ids), comma-separated", kind="table")
+    categorical: str | None = setting(None, "tables: columns to treat as categorical, comma-separated", kind="table")
+    continuous: str | None = setting(None, "tables: columns to treat as continuous, comma-separated", kind="table")
+    normal_only: bool = setting(False, "tables: train on the rows whose label is not an anomaly", kind="table")
+    test_fraction: float = setting(0.2, "tables: share of rows held out as the test split (fixed seed)",
+                                   kind="table")
+    header: str = setting("auto", "tables: does the CSV's first line name the columns", choices=("auto", "yes", "no"),
+                          kind="table")
+
+    def kind(self) -> str:
+        return DATASETS[self.dataset].kind.name
+
+    def check_kind(self) -> None:
+        """Settings of another kind of data than the dataset's are refused, not ignored."""
+        for f in fields(self):
+            wanted = f.metadata.get("kind")
+            if wanted and wanted != self.kind() and getattr(self, f.name) != f.default:
+                applies = ", ".join(n for n, d in DATASETS.items() if d.kind.name == wanted)
+                raise RunError(f"{f.name} applies to {wanted} datasets ({applies}), not to {self.dataset}")
+        if not 0 < self.test_fraction < 1:
+            raise RunError(f"test_fraction must be between 0 and 1, got {self.test_fraction}")
+
+    def table_options(self) -> TableOptions:
+        def names(text):
+            return tuple(n.strip() for n in (text or "").split(",") if n.strip())
+
+        return TableOptions(self.label_column, names(self.ignore_columns), names(self.categorical),
+                            names(self.continuous), names(self.anomaly_label), self.normal_only,
+                            self.test_fraction, self.header)
 
     def load(self) -> Dataset:
         try:
+            if self.kind() == "table":
+                return load_dataset(self.dataset, self.data_root, path=self.data_file, table=self.table_options())
             return load_dataset(self.dataset, self.data_root, self.image_size, self.image_channels)
         except DatasetError as e:
             raise RunError(str(e)) from None
@@ -65,6 +103,7 @@ class RunSpec:
                 raise RunError(f"{name} does not apply to model {self.model} (its settings: {', '.join(applicable)})")
             self.settings[name] = coerce(applicable[name], value)
         self.data = _coerced(self.data)
+        self.data.check_kind()
         self.train = _coerced(self.train)
         config = self.model_config()
         for name in self.settings:

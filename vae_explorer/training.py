@@ -25,7 +25,7 @@ from .data import Dataset
 from .devices import PRECISIONS, autocast, choose_precision, describe_device, resolve_device
 from .metrics import evaluate
 from .models import Autoencoder, setting
-from .optim import make_optimizer
+from .optim import make_optimizer, set_lr
 
 
 class TrainingError(RuntimeError):
@@ -36,7 +36,13 @@ class TrainingError(RuntimeError):
 class TrainConfig:
     epochs: int = setting(10, "passes over the training set")
     batch_size: int = setting(128, "items per step")
-    lr: float = setting(1e-3, "Adam's learning rate")
+    lr: float = setting(1e-3, "the learning rate")
+    optimizer: str = setting("auto", "adam, adamw, or auto: the model's own choice (Adam; AdamW for table models)",
+                             choices=("auto", "adam", "adamw"))
+    weight_decay: float | None = setting(None, "AdamW's decoupled weight decay (default: the model's, or 0.01)")
+    schedule: str = setting("auto", "learning-rate schedule: constant, cosine_restarts (cosine annealing with warm "
+                            "restarts), or auto: the model's own", choices=("auto", "constant", "cosine_restarts"))
+    restart_epochs: int = setting(0, "epochs between warm restarts of cosine_restarts; 0 = the model's (25)")
     seed: int = setting(0, "seeds the weights, the shuffling and the noise: the same seed, the same run")
     device: str = setting("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     precision: str = setting("auto", "auto: bf16 autocast where it is faster (a CUDA GPU; a CPU with native "
@@ -67,7 +73,11 @@ class TrainConfig:
             raise ValueError(f"learning rate must be a positive number, got {self.lr}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        for name in ("iwae_k", "iwae_images", "history_images", "log_every", "threads"):
+        if self.weight_decay is not None and not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"weight decay must be a number >= 0, got {self.weight_decay}")
+        if self.weight_decay is not None and self.optimizer == "adam":
+            raise ValueError("weight decay applies to the adamw optimizer, not adam")
+        for name in ("iwae_k", "iwae_images", "history_images", "log_every", "threads", "restart_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if data is not None and self.batch_size > len(data.train_x):
@@ -93,14 +103,14 @@ class TrainEvent:
     device: str = ""
     train: dict[str, float] = field(default_factory=dict)  # running means of the loss terms this epoch
     test: dict[str, float] = field(default_factory=dict)  # epoch events: evaluate() on the test set
-    items: torch.Tensor | None = None  # start: the fixed test items (stored form); epoch: their reconstructions
+    items: object = None  # start: the fixed test items (stored form); epoch: their reconstructions
     message: str = ""  # done / error: what happened
     stopped: bool = False  # done: the stop flag ended the run early
     checkpoint: str = ""  # where the run saves
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["items"] = None if self.items is None else self.items.tolist()
+        d["items"] = None if self.items is None else self.items.tolist()  # images: nested lists; tables: a dict
         return d
 
     @classmethod
@@ -109,7 +119,7 @@ class TrainEvent:
             raise ValueError(f"not a training event: {str(d)[:80]}")
         known = {f.name for f in fields(cls)}
         event = cls(**{k: v for k, v in d.items() if k in known})
-        if event.items is not None:
+        if isinstance(event.items, list):  # stored images; a table's rows stay a dict
             event.items = torch.tensor(event.items, dtype=torch.uint8)
         return event
 
@@ -188,6 +198,25 @@ def _epoch_permutation(n: int, seed: int, epoch: int, device) -> torch.Tensor:
     return torch.randperm(n, generator=g).to(device)
 
 
+def _how_to_train(model: Autoencoder, config: TrainConfig) -> dict:
+    """The optimizer and schedule of a run: the config's where it names them, else the model's defaults."""
+    defaults = model.training_defaults()
+    how = {"optimizer": config.optimizer if config.optimizer != "auto" else defaults.get("optimizer", "adam"),
+           "schedule": config.schedule if config.schedule != "auto" else defaults.get("schedule", "constant"),
+           "restart_epochs": config.restart_epochs or defaults.get("restart_epochs", 25)}
+    if how["optimizer"] == "adamw":
+        how["weight_decay"] = config.weight_decay if config.weight_decay is not None \
+            else defaults.get("weight_decay", 1e-2)
+        how["eps"] = defaults.get("eps", 1e-8)
+    return how
+
+
+def _cosine_restart_lr(lr: float, epoch: float, period: int) -> float:
+    """Cosine annealing with warm restarts (Loshchilov & Hutter 2017, torch's CosineAnnealingWarmRestarts with
+    T_0 = period, T_mult = 1, eta_min = 0) at a fractional epoch."""
+    return lr * 0.5 * (1.0 + math.cos(math.pi * (epoch % period) / period))
+
+
 def _check_finite(metrics: dict[str, float], where: str) -> None:
     if not all(math.isfinite(v) for v in metrics.values()):
         raise TrainingError(f"training diverged {where}: loss is {metrics.get('loss')}; "
@@ -228,7 +257,9 @@ def fit(model: Autoencoder, data: Dataset, config: TrainConfig,
     kind = data.kind
     model.to(device).train()
     train_x, test_x = data.train_x.to(device), data.test_x.to(device)
-    optimizer = make_optimizer(model.parameters(), config.lr, device)
+    how = _how_to_train(model, config)
+    optimizer = make_optimizer(model.parameters(), config.lr, device, how["optimizer"], how.get("weight_decay"),
+                               how.get("eps"))
     precision = choose_precision(config.precision, device, model)
     # fp16 gradients underflow to zero without loss scaling; bf16 has fp32's range and needs none.
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -249,7 +280,8 @@ def fit(model: Autoencoder, data: Dataset, config: TrainConfig,
     loss_function, term_names = _loss_function(net, autocast(device, precision), config.compile, config.batch_size)
     fixed = test_x[: config.history_images]
     per_rank = len(train_x) // world
-    steps_per_epoch = math.ceil(per_rank / config.batch_size)
+    # A last batch of one row is dropped (it moves with the shuffle): BatchNorm cannot train on a batch of one.
+    steps_per_epoch = per_rank // config.batch_size + (per_rank % config.batch_size > 1)
     log_every = config.log_every or max(1, min(50, steps_per_epoch // 8))
     t_start = time.perf_counter()
     stopped = False
@@ -277,6 +309,8 @@ def fit(model: Autoencoder, data: Dataset, config: TrainConfig,
             if stop is not None and stop.is_set():
                 stopped = True
                 break
+            if how["schedule"] == "cosine_restarts":  # from the position alone, so a resumed run continues exactly
+                set_lr(optimizer, _cosine_restart_lr(config.lr, epoch + step / steps_per_epoch, how["restart_epochs"]))
             # index_select copies whole rows: several times faster than advanced indexing.
             x = kind.prepare(train_x.index_select(0, perm[step * config.batch_size:(step + 1) * config.batch_size]))
             loss, values = loss_function(x)
@@ -311,7 +345,8 @@ def fit(model: Autoencoder, data: Dataset, config: TrainConfig,
             tensors, info = train_state(optimizer, scaler)
             meta = {
                 "dataset": {**data.describe(), **(dataset_info or {})},
-                "training": {**asdict(config), "device": str(device), "precision": precision, "world_size": world},
+                "training": {**asdict(config), **how, "device": str(device), "precision": precision,
+                             "world_size": world},
                 "metrics": history, "epoch": epoch + 1, "train_state": info,
             }
             save_checkpoint(ckpt, model, meta, tensors)

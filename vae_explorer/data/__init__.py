@@ -1,7 +1,7 @@
 """Datasets and the kinds of items they hold.
 
 A `Dataset` is whole tensors in memory with a fixed test split; its `kind`
-(today `IMAGES`, data/images.py) says how its items are fed to models, shown,
+(`IMAGES`, data/images.py, or `TABLES`, data/tables.py) says how its items are fed to models, shown,
 corrupted and read from an upload, so views never branch on what the items are.
 `DATASETS` names every loadable dataset with its kind; a new kind of data is a
 kind object, its loaders and a line each here.
@@ -9,6 +9,7 @@ kind object, its loaders and a line each here.
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,15 +17,16 @@ from .dataset import DataKind, Dataset, DatasetError
 from .image_sets import load_digits, load_folder, load_torchvision, resize
 from .images import IMAGES
 from .sprites import load_sprites
+from .table_sets import TableOptions, load_breast_cancer, load_kddcup99, load_table_file
+from .tables import TABLES, Rows
 
-
-DATA_KINDS: dict[str, DataKind] = {IMAGES.name: IMAGES}
+DATA_KINDS: dict[str, DataKind] = {IMAGES.name: IMAGES, TABLES.name: TABLES}
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
     kind: DataKind
-    load: Callable[..., Dataset]  # (root, download, **options) -> Dataset
+    load: Callable[..., Dataset]  # images: (root, download) -> Dataset; tables: (root, download, path, options)
     description: str
     needs_root: bool = False  # reads a folder the user names (--data-root)
     trainable_from_page: bool = True
@@ -43,21 +45,33 @@ DATASETS: dict[str, DatasetEntry] = {
                            load_folder(root, image_size or 32, channels),
                            "your own folder of images (sub-folders become labels)", needs_root=True,
                            trainable_from_page=False),
+    "breast_cancer": DatasetEntry(TABLES, lambda root, download, path, options: load_breast_cancer(options),
+                                  "a table: scikit-learn's breast-cancer measurements, 5% malignant rows as "
+                                  "anomalies (offline)"),
+    "kddcup99": DatasetEntry(TABLES, lambda root, download, path, options: load_kddcup99(root, download, options),
+                             "a table: KDD Cup 99 network connections with categorical columns; normal ones are "
+                             "the rare class"),
+    "csv": DatasetEntry(TABLES, lambda root, download, path, options: load_table_file(path, options),
+                        "your own table: a CSV or Parquet file (--data)"),
 }
 
 
 @functools.lru_cache(maxsize=8)
 def load_dataset(name: str = "digits", root: str | None = None, image_size: int | None = None,
-                 channels: int | None = None, download: bool = True) -> Dataset:
+                 channels: int | None = None, download: bool = True, path: str | None = None,
+                 table: TableOptions | None = None) -> Dataset:
     """Load a dataset once (cached per process). Treat the returned tensors as read-only.
 
     name: one of DATASETS. root: where torchvision datasets live (default
     $VAE_EXPLORER_DATA or ./data), or the image folder for "folder".
     image_size / channels: optional resize and grey<->RGB conversion.
+    path / table: a table's file and how to read it (label, ignored columns, types, split).
     """
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     entry = DATASETS[name]
+    if entry.kind is TABLES:
+        return entry.load(root, download, path, table or TableOptions())
     if entry.needs_root:
         if root is None:
             raise DatasetError(f"{name} dataset: pass --data-root pointing at a folder of images")
@@ -70,15 +84,25 @@ def load_dataset_for(meta: dict, root: str | None = None) -> Dataset:
     (name, root, size, channels); `root` overrides the recorded data root."""
     ds = meta.get("dataset", {})
     recorded = str(ds.get("name", "digits"))
-    name = "folder" if recorded.startswith("folder:") else recorded
-    data = load_dataset(name, root or ds.get("root"), ds.get("image_size"), ds.get("channels"))
-    expected = data.kind.model_settings(data.item_shape)
+    name = recorded.split(":", 1)[0] if ":" in recorded else recorded  # folder:NAME, csv:NAME
+    table = TableOptions.from_dict(ds["options"]) if "options" in ds else None
+    data = load_dataset(name, root or ds.get("root"), ds.get("image_size"), ds.get("channels"),
+                        path=ds.get("path"), table=table)
+    expected = data.model_settings()
     config = meta.get("config", {})
     for key, value in expected.items():
-        if key in config and tuple(config[key]) != tuple(value):
-            raise DatasetError(f"{name} items are {tuple(value)} but the model expects {tuple(config[key])}")
+        # Compared as JSON: the checkpoint's config went through JSON (tuples became lists).
+        if key in config and json.loads(json.dumps(value)) != config[key]:
+            what = "columns" if key == "schema" else "items"
+            raise DatasetError(f"{recorded}'s {what} are not what the model was trained on "
+                               f"({key}: {_short(value)} now, {_short(config[key])} in the checkpoint)")
     return data
 
 
-__all__ = ["DATASETS", "DATA_KINDS", "DataKind", "Dataset", "DatasetEntry", "DatasetError", "IMAGES", "load_dataset",
-           "load_dataset_for"]
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) < 80 else text[:77] + "..."
+
+
+__all__ = ["DATASETS", "DATA_KINDS", "DataKind", "Dataset", "DatasetEntry", "DatasetError", "IMAGES", "Rows", "TABLES",
+           "TableOptions", "load_dataset", "load_dataset_for"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -19,7 +20,7 @@ class DataKind(Protocol):
 
     def prepare(self, stored: torch.Tensor) -> torch.Tensor: ...  # stored items -> model input (B, ...)
     def store(self, x: torch.Tensor) -> torch.Tensor: ...  # model output -> stored form
-    def model_settings(self, item_shape: tuple[int, ...]) -> dict: ...  # config fields the data decides
+    def model_settings(self, items) -> dict: ...  # config fields the data decides (stored items -> shape, schema)
     def errors(self, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor: ...  # (B,) reconstruction errors
     def quality(self, recon: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]: ...  # evaluation measures
     def fidelity(self, x: torch.Tensor, ref: torch.Tensor) -> str: ...  # how close, for people
@@ -50,6 +51,8 @@ class Dataset:
     train_factors: torch.Tensor | None = None  # (N, F) int64
     test_factors: torch.Tensor | None = None
     factor_values: dict[str, list[str]] = field(default_factory=dict)  # what each index means
+    anomaly_classes: tuple[int, ...] = ()  # the classes that mark anomalies, where labels say so (tables)
+    source: dict = field(default_factory=dict)  # how to load it again (a file's path, reading options)
 
     @property
     def item_shape(self) -> tuple[int, ...]:
@@ -57,14 +60,20 @@ class Dataset:
 
     def model_settings(self) -> dict:
         """Model config fields this data decides (an image model's input_shape)."""
-        return self.kind.model_settings(self.item_shape)
+        return self.kind.model_settings(self.train_x)
 
     def label(self, i: int) -> str:
         """Test item i's class name, or "none"."""
         y = int(self.test_y[i])
         return self.classes[y] if 0 <= y < len(self.classes) else "none"
 
+    def is_anomaly(self, y) -> np.ndarray:
+        """(N,) True where a label marks an anomaly."""
+        return np.isin(np.asarray(y), self.anomaly_classes)
+
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind.name, "input_shape": list(self.item_shape),
                 "train_size": len(self.train_x), "test_size": len(self.test_x), "classes": self.classes,
-                **({"factors": self.factor_values} if self.factor_names else {})}
+                **({"factors": self.factor_values} if self.factor_names else {}),
+                **({"anomaly": [self.classes[i] for i in self.anomaly_classes]} if self.anomaly_classes else {}),
+                **self.source}

@@ -198,9 +198,9 @@ class ImageKind:
         return to_uint8(x)
 
     @staticmethod
-    def model_settings(item_shape: tuple[int, ...]) -> dict:
-        """The model config fields the data decides."""
-        return {"input_shape": tuple(item_shape)}
+    def model_settings(items: torch.Tensor) -> dict:
+        """The model config fields the data decides: the shape of one image."""
+        return {"input_shape": tuple(items.shape[1:])}
 
     @staticmethod
     def errors(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from .ae import AE, AEConfig
 from .base import Autoencoder, ModelConfig, ModelOutput, SampleSource, setting
 from .likelihoods import LIKELIHOODS
+from .tabular import TableAE, TableModelConfig, TableVAE, TableVAEConfig
 from .vae import VAE, VAEConfig
 from .vq import VQVAE, VQConfig
 
@@ -61,6 +62,20 @@ register_model("conv_vae", VAE, VAEConfig(arch="conv"), "Convolutional VAE.", sh
 register_model("vq_vae", VQVAE, VQConfig(), "VQ-VAE: codes snapped to the nearest of K learned codebook vectors.")
 register_model("rvq_vae", VQVAE, VQConfig(levels=4),
                "Residual VQ-VAE: several codebooks, each quantizing what the previous left.")
+TABLE_SHIPPED = {"dataset": "breast_cancer", "batch_size": 32, "epochs": 100}
+register_model("tabular_vae", TableVAE, TableVAEConfig(),
+               "Tabular VAE: embedded categorical and standardized continuous columns, a Gaussian per continuous "
+               "and a softmax per categorical column.", shipped=TABLE_SHIPPED)
+register_model("tabular_vae_notes", TableVAE, TableVAEConfig(output="embedding"),
+               "Tabular VAE with the course notes' loss: smooth-L1 against the input embeddings.",
+               shipped=TABLE_SHIPPED)
+register_model("tabular_ae", TableAE, TableModelConfig(),
+               "Tabular autoencoder: the tabular VAE's network without the variational part.", shipped=TABLE_SHIPPED)
+
+
+def shipped_checkpoint(name: str) -> str:
+    """The name of the checkpoint shipped for registry model `name`: DATASET_MODEL (scripts/make_checkpoints.py)."""
+    return f"{model_entry(name).shipped.get('dataset', 'digits')}_{name}"
 
 
 def model_entry(name: str) -> ModelEntry:
@@ -89,6 +104,6 @@ def load_plugins() -> None:
 
 __all__ = [
     "AE", "AEConfig", "Autoencoder", "LIKELIHOODS", "MODELS", "ModelConfig", "ModelEntry", "ModelOutput",
-    "SampleSource", "VAE", "VAEConfig", "VQConfig", "VQVAE", "build_model", "load_plugins", "model_config", "model_entry",
-    "register_model", "setting",
+    "SampleSource", "TableAE", "TableModelConfig", "TableVAE", "TableVAEConfig", "VAE", "VAEConfig", "VQConfig", "VQVAE", "build_model", "load_plugins", "model_config", "model_entry",
+    "register_model", "setting", "shipped_checkpoint",
 ]

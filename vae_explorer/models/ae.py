@@ -9,13 +9,13 @@ from dataclasses import dataclass
 import torch
 
 from ..data.images import add_noise
-from .base import Autoencoder, ModelConfig, ModelOutput, setting
+from .base import Autoencoder, ImageModelConfig, ModelOutput, setting
 from .likelihoods import build_likelihood
 from .networks import activation_layer, build_decoder, build_encoder
 
 
 @dataclass
-class AEConfig(ModelConfig):
+class AEConfig(ImageModelConfig):
     code_activation: str = setting("none", "activation on the code: relu gives non-negative (sparse) codes",
                                    choices=("none", "relu", "leaky_relu"))
     l1_weight: float = setting(0.0, "sparse AE: L1 penalty on the code, per sample", aliases=("--l1",))

@@ -60,32 +60,18 @@ def setting(default, help: str, **extra):
 
 @dataclass
 class ModelConfig:
-    """Fields every model shares; each model's config extends it with its own."""
+    """Fields every model shares; each family's config extends it with its own."""
 
-    input_shape: tuple[int, ...] = setting((1, 8, 8), "(C, H, W) of the images; set from the dataset", data=True)
+    input_shape: tuple[int, ...] = setting((1, 8, 8), "the shape of one item; set from the dataset", data=True)
     latent_dim: int = setting(2, "code size")
-    arch: str = setting("mlp", "backbone: mlp (Linear layers) or conv (strided convolutions)", choices=("mlp", "conv"))
-    hidden: tuple[int, ...] = setting((256,), "MLP widths on the encoder side, e.g. 400 or 512,256")
-    channels: tuple[int, ...] = setting((32, 64), "conv channels on the encoder side, e.g. 32,64",
-                                        aliases=("--conv-channels",))
-    activation: str = setting("relu", "hidden-layer activation", choices=("relu", "leaky_relu", "none"))
-    likelihood: str = setting("bernoulli", "p(x|z), the reconstruction likelihood", choices=LIKELIHOODS)
-    sigma: float = setting(0.1, "fixed scale of the gaussian / laplace likelihood")
-    squash: bool = setting(True, "sigmoid on the decoder mean (keeps images in [0, 1])")
 
     def __post_init__(self):
         # JSON round trips give lists; keep tuples so configs compare equal.
         self.input_shape = tuple(int(v) for v in self.input_shape)
-        self.hidden = tuple(int(v) for v in self.hidden)
-        self.channels = tuple(int(v) for v in self.channels)
-        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
-            raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {self.input_shape}")
+        if not self.input_shape or min(self.input_shape) < 1:
+            raise ValueError(f"input_shape must have positive sizes, got {self.input_shape}")
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be at least 1, got {self.latent_dim}")
-        if self.arch not in ("mlp", "conv"):
-            raise ValueError(f"arch must be 'mlp' or 'conv', got {self.arch!r}")
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be positive, got {self.sigma}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,6 +83,31 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown config fields for {cls.__name__}: {sorted(unknown)}")
         return cls(**d)
+
+
+@dataclass
+class ImageModelConfig(ModelConfig):
+    """The image families' shared fields: backbone, widths, activation, likelihood."""
+
+    arch: str = setting("mlp", "backbone: mlp (Linear layers) or conv (strided convolutions)", choices=("mlp", "conv"))
+    hidden: tuple[int, ...] = setting((256,), "MLP widths on the encoder side, e.g. 400 or 512,256")
+    channels: tuple[int, ...] = setting((32, 64), "conv channels on the encoder side, e.g. 32,64",
+                                        aliases=("--conv-channels",))
+    activation: str = setting("relu", "hidden-layer activation", choices=("relu", "leaky_relu", "none"))
+    likelihood: str = setting("bernoulli", "p(x|z), the reconstruction likelihood", choices=LIKELIHOODS)
+    sigma: float = setting(0.1, "fixed scale of the gaussian / laplace likelihood")
+    squash: bool = setting(True, "sigmoid on the decoder mean (keeps images in [0, 1])")
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.hidden = tuple(int(v) for v in self.hidden)
+        self.channels = tuple(int(v) for v in self.channels)
+        if len(self.input_shape) != 3:
+            raise ValueError(f"input_shape must be (C, H, W), got {self.input_shape}")
+        if self.arch not in ("mlp", "conv"):
+            raise ValueError(f"arch must be 'mlp' or 'conv', got {self.arch!r}")
+        if not self.sigma > 0:
+            raise ValueError(f"sigma must be positive, got {self.sigma}")
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,10 @@ class Autoencoder(nn.Module):
     @property
     def latent_dim(self) -> int:
         return self.config.latent_dim
+
+    def example_input(self, n: int = 1):
+        """n neutral items of the model's input (zeros): for counting FLOPs, probing shapes."""
+        return torch.zeros(n, *self.input_shape)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -195,6 +210,11 @@ class Autoencoder(nn.Module):
     def extra_metrics(self, x: torch.Tensor, iwae_k: int) -> dict[str, torch.Tensor]:
         """Per-item metrics beyond the loss terms, (B,) each (a VAE's IWAE bound); {} when it has none."""
         return {}
+
+    def training_defaults(self) -> dict:
+        """How the model is trained where a run leaves the choice to it ("auto"): optimizer (adam or
+        adamw), weight_decay, eps, schedule (constant or cosine_restarts) and restart_epochs."""
+        return {"optimizer": "adam", "schedule": "constant"}
 
     def learned_state(self) -> dict[str, torch.Tensor]:
         """Learned tensors that are not parameters (an EMA codebook): shown on the model card."""

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import FITTED, Autoencoder, ModelConfig, ModelOutput, SampleSource, setting
+from .base import FITTED, Autoencoder, ImageModelConfig, ModelOutput, SampleSource, setting
 from .distributions import DiagonalGaussian, standard_normal_log_prob
 from .likelihoods import build_likelihood
 from .networks import build_decoder, build_encoder
 
 
 @dataclass
-class VAEConfig(ModelConfig):
+class VAEConfig(ImageModelConfig):
     beta: float = setting(1.0, "weight of the KL term (beta-VAE: > 1)")
 
     def __post_init__(self):

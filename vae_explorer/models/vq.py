@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Autoencoder, ModelConfig, ModelOutput, SampleSource, setting
+from .base import Autoencoder, ImageModelConfig, ModelOutput, SampleSource, setting
 from .likelihoods import build_likelihood
 from .networks import build_decoder, build_encoder
 
@@ -27,7 +27,7 @@ EMA_EPS = 1e-5  # Laplace smoothing of the EMA code counts (Sonnet's VectorQuant
 
 
 @dataclass
-class VQConfig(ModelConfig):
+class VQConfig(ImageModelConfig):
     latent_dim: int = setting(16, "code size: tokens x code_dim")
     code_dim: int = setting(4, "size of one codebook vector")
     codebook_size: int = setting(64, "codebook vectors per level (K)")
