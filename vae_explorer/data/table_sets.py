@@ -264,15 +264,16 @@ def _anomaly_classes(classes: list[str], wanted: tuple[str, ...], label: str) ->
     return ()
 
 
-def table_dataset(df, name: str, options: TableOptions, source: dict | None = None) -> Dataset:
-    """A DataFrame -> Dataset of Rows: typed columns, a seeded split, the schema fitted on the training split."""
-    import pandas as pd
-
+def table_dataset(df, name: str, options: TableOptions, source: dict | None = None,
+                  split_seed: int = SPLIT_SEED) -> Dataset:
+    """A DataFrame -> Dataset of Rows: typed columns, a seeded split, the schema fitted on the training split.
+    The split is fixed (split_seed) so a checkpoint's test rows are the same whenever the table is read;
+    benchmarks pass other seeds for repeated random splits."""
     if not 0 < options.test_fraction < 1:
         raise DatasetError(f"the test fraction must be between 0 and 1, got {options.test_fraction}")
     types = infer_types(df, options)
     n = len(df)
-    order = np.random.default_rng(SPLIT_SEED).permutation(n)
+    order = np.random.default_rng(split_seed).permutation(n)
     n_test = max(1, int(round(n * options.test_fraction)))
     test_rows, train_rows = np.sort(order[:n_test]), np.sort(order[n_test:])
     classes: list[str] = []
