@@ -47,8 +47,13 @@ def model_card(name: str, model: Autoencoder, meta: dict, entry: ModelEntry | No
         lines += ["| test metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in test.items()]
         lines.append("")
+    inputs = model.describe_inputs()
+    if inputs:
+        lines += ["Inputs:", "", inputs, ""]
+    data_fields = set(entry.settings()) ^ set(meta.get("config", {})) if entry else set()
     lines += ["| config | value |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in meta.get("config", {}).items()]
+    # Fields the data sets are shown above (input shape in the dataset line, a table's columns as a table).
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in meta.get("config", {}).items() if k not in data_fields]
     lines += ["", "| layer | type | parameters |", "|---|---|---:|"]
     lines += [f"| `{n}` | {t} | {c:,} |" for n, t, c in parameter_table(model)]
     learned = model.learned_state()

@@ -19,8 +19,9 @@ def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
 
 def latent_map(points: np.ndarray, labels: np.ndarray, classes: list[str], title: str,
                axis_names: tuple[str, str] = ("z[0]", "z[1]"), selected: int | None = None,
-               height: int = 430) -> go.Figure:
-    """Scatter of (N, 2) points coloured by label, WebGL so 10,000+ points stay responsive.
+               height: int = 430, values: np.ndarray | None = None, value_name: str | None = None) -> go.Figure:
+    """Scatter of (N, 2) points coloured by label, WebGL so 10,000+ points stay responsive; or, given
+    `values` (N,), one trace coloured on a continuous scale (an anomaly score, a table's column).
 
     Every point carries its test-set index as `customdata`: hover shows it, and the
     page's click bridge sends it back to select the point.
@@ -28,7 +29,16 @@ def latent_map(points: np.ndarray, labels: np.ndarray, classes: list[str], title
     fig = go.Figure()
     labels = np.asarray(labels)
     index = np.arange(len(points))
-    for i, label in enumerate(np.unique(labels)):
+    if values is not None:
+        values = np.asarray(values, np.float64)
+        fig.add_trace(go.Scattergl(
+            x=points[:, 0], y=points[:, 1], mode="markers", name=value_name, customdata=index,
+            marker=dict(size=5, opacity=0.8, color=values, colorscale="Viridis", showscale=True,
+                        colorbar=dict(title=dict(text=value_name, side="right"), thickness=12)),
+            text=[f"{v:.4g}" for v in values],
+            hovertemplate=f"index %{{customdata}}<br>{value_name} %{{text}}<extra></extra>",
+        ))
+    for i, label in enumerate(np.unique(labels) if values is None else []):
         mask = labels == label
         name = classes[label] if 0 <= label < len(classes) else ("unlabelled" if label < 0 else str(label))
         fig.add_trace(go.Scattergl(
@@ -84,6 +94,50 @@ def error_histogram(errors: np.ndarray, threshold: float, title: str,
     fig.update_yaxes(title_text="items")
     fig.update_layout(showlegend=False, bargap=0.02)
     return _layout(fig, title, 320)
+
+
+def detection_curves(roc: tuple[np.ndarray, np.ndarray], pr: tuple[np.ndarray, np.ndarray], auroc: float, ap: float,
+                     title: str) -> go.Figure:
+    """ROC (false- vs true-positive rate) and precision-recall curves side by side, with chance marked."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(f"ROC, AUROC {auroc:.3f}", f"Precision-recall, AP {ap:.3f}"))
+    fig.add_trace(go.Scatter(x=roc[0], y=roc[1], mode="lines", name="ROC", line=dict(color=PALETTE[0])), 1, 1)
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color=PALETTE[9], dash="dot")),
+                  1, 1)
+    fig.add_trace(go.Scatter(x=pr[0], y=pr[1], mode="lines", name="PR", line=dict(color=PALETTE[2])), 1, 2)
+    fig.update_xaxes(title_text="false-positive rate", row=1, col=1)
+    fig.update_yaxes(title_text="true-positive rate", row=1, col=1)
+    fig.update_xaxes(title_text="recall", row=1, col=2)
+    fig.update_yaxes(title_text="precision", row=1, col=2)
+    fig.update_layout(showlegend=False)
+    return _layout(fig, title, 340)
+
+
+def column_distributions(real, synthetic: dict, title: str, max_columns: int = 12) -> go.Figure:
+    """Each column's distribution in real rows and in each set of synthetic rows (pandas frames with the same
+    columns): histograms for numbers, bar charts of category shares for categories."""
+    from plotly.subplots import make_subplots
+
+    columns = list(real.columns)[:max_columns]
+    ncol = min(4, len(columns))
+    nrow = -(-len(columns) // ncol)
+    fig = make_subplots(rows=nrow, cols=ncol, subplot_titles=columns)
+    sets = [("real", real), *synthetic.items()]
+    for j, column in enumerate(columns):
+        r, c = divmod(j, ncol)
+        for i, (label, frame) in enumerate(sets):
+            values = frame[column]
+            if np.issubdtype(np.asarray(real[column]).dtype, np.number):
+                trace = go.Histogram(x=values, histnorm="probability", opacity=0.55, nbinsx=30)
+            else:  # decoded categories read "name (p%)": count the names
+                names = values.astype(str).str.replace(r" \(\d+%\)$", "", regex=True)
+                share = names.value_counts(normalize=True)
+                trace = go.Bar(x=share.index.tolist(), y=share.to_numpy(), opacity=0.55)
+            trace.update(name=label, legendgroup=label, showlegend=j == 0, marker_color=PALETTE[i % len(PALETTE)])
+            fig.add_trace(trace, r + 1, c + 1)
+    fig.update_layout(barmode="overlay")
+    return _layout(fig, title, 220 * nrow + 60)
 
 
 def latent_usage(values: np.ndarray, active: np.ndarray, title: str, y_title: str,

@@ -25,12 +25,23 @@ class DataKind(Protocol):
     def quality(self, recon: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]: ...  # evaluation measures
     def fidelity(self, x: torch.Tensor, ref: torch.Tensor) -> str: ...  # how close, for people
     def show(self, x: torch.Tensor, target: int = 128) -> Image.Image: ...  # one item
-    def grid(self, x: torch.Tensor, nrow: int, target: int = 48, padding: int = 1) -> Image.Image: ...
+    def grid(self, x: torch.Tensor, nrow: int, target: int = 48, padding: int = 1, labels=None) -> Image.Image: ...
     def blank(self, item_shape, target: int = 128) -> Image.Image: ...  # a placeholder the size of one item
     def noise_limit(self, kind: str) -> float: ...
     def corrupt(self, x: torch.Tensor, kind: str, level: float,
                 generator: torch.Generator | None = None) -> torch.Tensor: ...
     def read_upload(self, path, item_shape, reference: torch.Tensor | None = None) -> tuple[torch.Tensor, str]: ...
+    shown_as: str  # "image" (PIL pictures) or "table" (pandas frames): which component shows an item
+    linear_baseline: bool  # PCA of the flattened items is a meaningful baseline
+    def concat(self, parts: list) -> object: ...  # items joined along the first dimension
+    def clean_output(self, x) -> object: ...  # a model's output as views use it (images: clamped to [0, 1], CPU)
+    def explain(self, recon, x) -> str: ...  # what differs in the first item's reconstruction, Markdown ("" = nothing)
+    def flagged(self, x, recon, row_names: list[str], scores) -> object: ...  # flagged items with their reconstructions
+    def attributes(self, items) -> dict: ...  # name -> (class indices, names) or (values, None): map colourings
+
+
+class UploadError(ValueError):
+    """An uploaded file that cannot be used as an item; the message says why, for the user."""
 
 
 class DatasetError(ValueError):
@@ -66,6 +77,13 @@ class Dataset:
         """Test item i's class name, or "none"."""
         y = int(self.test_y[i])
         return self.classes[y] if 0 <= y < len(self.classes) else "none"
+
+    def attributes(self) -> dict[str, tuple[np.ndarray, list[str] | None]]:
+        """What the test items can be coloured by besides their label: known factors, and whatever the kind
+        reads off its items (a table's columns). name -> (class indices, class names) or (values, None)."""
+        out = {name: (self.test_factors[:, i].numpy(), list(self.factor_values.get(name, [])) or None)
+               for i, name in enumerate(self.factor_names)} if self.test_factors is not None else {}
+        return {**out, **self.kind.attributes(self.test_x)}
 
     def is_anomaly(self, y) -> np.ndarray:
         """(N,) True where a label marks an anomaly."""

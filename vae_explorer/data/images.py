@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .dataset import UploadError
+
 NOISE_KINDS = ("gaussian", "masking", "salt_and_pepper")
 
 
@@ -75,8 +77,6 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # the server's upload limit as well (app.py
 MAX_UPLOAD_PIXELS = 40_000_000  # width × height; larger headers are refused before decoding
 
 
-class UploadError(ValueError):
-    """An uploaded file that cannot be used as an image; the message says why, for the user."""
 
 
 def load_upload(path, shape: tuple[int, int, int]) -> tuple[torch.Tensor, str]:
@@ -183,6 +183,8 @@ class ImageKind:
 
     name = "image"
     item = "image"  # what one item is called on the page
+    shown_as = "image"
+    linear_baseline = True  # PCA on the flattened pixels is a fair baseline
     noise_kinds = NOISE_KINDS
     error_name = "MSE per pixel"
     fidelity_name = "PSNR"
@@ -227,8 +229,9 @@ class ImageKind:
         """One item (C, H, W) as a picture about `target` pixels high."""
         return to_pil(x, self.scale_for(x.shape, target))
 
-    def grid(self, x: torch.Tensor, nrow: int, target: int = 48, padding: int = 1) -> Image.Image:
-        """Items (N, C, H, W) as one picture, `nrow` per row, each about `target` pixels high."""
+    def grid(self, x: torch.Tensor, nrow: int, target: int = 48, padding: int = 1, labels=None) -> Image.Image:
+        """Items (N, C, H, W) as one picture, `nrow` per row, each about `target` pixels high (labels: unused,
+        a picture's rows speak for themselves)."""
         return image_grid(x, nrow=nrow, padding=padding, scale=self.scale_for(x.shape, target))
 
     def blank(self, item_shape, target: int = 128) -> Image.Image:
@@ -240,8 +243,32 @@ class ImageKind:
         return 3.0 if kind == "gaussian" else 1.0
 
     @staticmethod
-    def corrupt(x: torch.Tensor, kind: str, level: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    def corrupt(x: torch.Tensor, kind: str, level: float, generator: torch.Generator | None = None,
+                columns: list[str] | None = None) -> torch.Tensor:
+        if columns:
+            raise ValueError("images are corrupted pixel by pixel: choosing columns applies to tables")
         return add_noise(x, kind, level, generator)
+
+    @staticmethod
+    def clean_output(x: torch.Tensor) -> torch.Tensor:
+        """A model's output as views use it: float images in [0, 1] on the CPU."""
+        return x.detach().float().clamp(0, 1).cpu()
+
+    @staticmethod
+    def concat(parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts)
+
+    @staticmethod
+    def explain(recon: torch.Tensor, x: torch.Tensor) -> str:
+        return ""  # the pictures say it
+
+    def flagged(self, x: torch.Tensor, recon: torch.Tensor, row_names: list[str], scores) -> Image.Image:
+        """The flagged images over their reconstructions, one column each."""
+        return self.grid(torch.cat([x, recon]), nrow=len(x), target=48)
+
+    @staticmethod
+    def attributes(items: torch.Tensor) -> dict:
+        return {}
 
     def read_upload(self, path, item_shape, reference: torch.Tensor | None = None) -> tuple[torch.Tensor, str]:
         """A user's file -> ((1, C, H, W) float model input, a note saying what was done to it).

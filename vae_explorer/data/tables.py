@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .dataset import UploadError
+
 MISSING, UNKNOWN = 0, 1  # the first two indices of every categorical column
 RESERVED = ("(missing)", "(unknown)")
 LOG_SKEW = 10.0  # a non-negative column this skewed gets log1p before standardizing
@@ -197,7 +199,9 @@ class TableKind:
 
     name = "table"
     item = "row"
-    noise_kinds = ("missing", "shuffled")
+    shown_as = "table"  # views show rows as tables (pandas), not pictures
+    linear_baseline = False  # PCA of category indices means nothing
+    noise_kinds = ("missing", "random")
     error_name = "nats per row"
     fidelity_name = "cells recovered"
 
@@ -247,23 +251,24 @@ class TableKind:
     def corrupt(self, x: Rows, kind: str, level: float, generator: torch.Generator | None = None,
                 columns: list[str] | None = None) -> Rows:
         """missing: each cell (of `columns`, default all) blanked with probability `level`.
-        shuffled: each such cell replaced by the value of the same column in another row of x."""
+        random: each such cell replaced by a random value: a standard normal draw in the column's standardized
+        units (the spread of the training data), or a category seen in training, drawn uniformly."""
         if kind not in self.noise_kinds:
             raise ValueError(f"unknown corruption {kind!r}; choose one of {', '.join(self.noise_kinds)}")
         if not 0 <= level <= 1:
             raise ValueError(f"the corrupted share of cells is a probability, got {level}")
         chosen = _column_mask(x.schema, columns)
-        u = torch.rand(x.shape, generator=generator)
-        hit = (u < level) & chosen[None]
+        hit = (torch.rand(x.shape, generator=generator) < level) & chosen[None]
         c = x.cont.shape[1]
         cont, cat = x.cont.clone(), x.cat.clone()
         if kind == "missing":
             cont[hit[:, :c]] = float("nan")
             cat[hit[:, c:]] = MISSING
         else:
-            other = torch.randint(0, len(x), (len(x),), generator=generator)
-            cont = torch.where(hit[:, :c], x.cont[other], cont)
-            cat = torch.where(hit[:, c:], x.cat[other], cat)
+            cont = torch.where(hit[:, :c], torch.randn(cont.shape, generator=generator), cont)
+            seen = torch.tensor([n - len(RESERVED) for n in x.schema.cardinalities], dtype=torch.float32)
+            drawn = len(RESERVED) + (torch.rand(cat.shape, generator=generator) * seen.clamp_min(1)).long()
+            cat = torch.where(hit[:, c:], torch.minimum(drawn, (seen.long() + len(RESERVED) - 1).clamp_min(0)), cat)
         return Rows(cont, cat, x.schema)
 
     @staticmethod
@@ -294,8 +299,18 @@ class TableKind:
     def show(self, x: Rows, target: int = 0):
         return self.frame(x)
 
-    def grid(self, x: Rows, nrow: int = 0, target: int = 0, padding: int = 0):
-        return self.frame(x)
+    def grid(self, x: Rows, nrow: int = 0, target: int = 0, padding: int = 0, labels=None):
+        """Rows as one table; labels name them (the index)."""
+        return self.frame(x, index=list(labels) if labels is not None else None)
+
+    @staticmethod
+    def clean_output(x: Rows) -> Rows:
+        """A model's output as views use it: on the CPU, without autograd."""
+        return x._map(lambda t: t.detach().cpu())
+
+    @staticmethod
+    def concat(parts: list[Rows]) -> Rows:
+        return Rows.cat_rows(parts)
 
     @staticmethod
     def blank(item_shape, target: int = 0):
@@ -303,7 +318,43 @@ class TableKind:
         return pd.DataFrame()
 
     def read_upload(self, path, item_shape, reference=None):
-        raise ValueError("a row cannot be uploaded as a file: choose a row of the test split by its index")
+        raise UploadError("a row cannot be uploaded as a file: choose a row of the test split by its index")
+
+    def explain(self, recon: Rows, x: Rows, top: int = 5) -> str:
+        """The columns that cost the first row most, with their share of its error (Markdown)."""
+        errors = column_errors(recon[:1], x[:1])[0].double()
+        total = float(errors.sum())
+        order = torch.argsort(errors, descending=True)[:top].tolist()
+        names = x.schema.names
+        return ", ".join(f"{names[j]} {float(errors[j]):.2f}" + (f" ({float(errors[j]) / total:.0%})" if total > 0 else "")
+                         for j in order)
+
+    def flagged(self, x: Rows, recon: Rows, row_names: list[str], scores) -> object:
+        """The flagged rows in their own units, each cell shaded by its share of the row's error (a Styler)."""
+        import pandas as pd
+
+        contributions = column_errors(recon, x).double().clamp_min(0).numpy()
+        frame = self.frame(x)
+        frame.insert(0, "score", np.asarray(scores, np.float64))
+        frame.index = row_names
+        share = contributions / np.maximum(contributions.max(1, keepdims=True), 1e-12)
+
+        def shade(_):
+            cells = [[""] + [f"background-color: rgba(214, 39, 40, {0.85 * v:.2f})" for v in row] for row in share]
+            return pd.DataFrame(cells, index=frame.index, columns=frame.columns)
+
+        return frame.style.apply(shade, axis=None).format(precision=3)
+
+    @staticmethod
+    def attributes(x: Rows) -> dict[str, tuple[np.ndarray, list[str] | None]]:
+        """Each column of the rows, to colour a map by: (category indices, category names) or (values, None)."""
+        out = {}
+        cont = x.cont.numpy()
+        for j, col in enumerate(x.schema.continuous):
+            out[col.name] = (col.original(cont[:, j]), None)
+        for k, col in enumerate(x.schema.categorical):
+            out[col.name] = (x.cat[:, k].numpy(), list(col.categories))
+        return out
 
 
 def _column_mask(schema: Schema, columns: list[str] | None) -> torch.Tensor:

@@ -211,6 +211,10 @@ class Autoencoder(nn.Module):
         """Per-item metrics beyond the loss terms, (B,) each (a VAE's IWAE bound); {} when it has none."""
         return {}
 
+    def describe_inputs(self) -> str:
+        """Markdown describing what the model takes, for its card ("" where the config says it all)."""
+        return ""
+
     def training_defaults(self) -> dict:
         """How the model is trained where a run leaves the choice to it ("auto"): optimizer (adam or
         adamw), weight_decay, eps, schedule (constant or cosine_restarts) and restart_epochs."""

@@ -197,6 +197,15 @@ class TableAE(Autoencoder):
     def sample_sources(self):
         return ROW_PRIOR_GUESS, ROW_FITTED
 
+    def describe_inputs(self) -> str:
+        e = self.config.embedding_dim
+        lines = ["| column | type | standardization / categories | embedding |", "|---|---|---|---|"]
+        lines += [f"| {c.name} | continuous | {'log1p, ' if c.log else ''}mean {c.mean:.4g}, std {c.std:.4g} | — |"
+                  for c in self.table.continuous]
+        lines += [f"| {c.name} | categorical | {len(c.categories) - 2} seen + missing + unknown | "
+                  f"{len(c.categories)} × {e} |" for c in self.table.categorical]
+        return "\n".join(lines)
+
     def training_defaults(self) -> dict:
         # The course notes' optimizer: AdamW (lr 1e-3, weight decay 1e-5, eps 1e-4), cosine warm restarts every 25.
         return {"optimizer": "adamw", "weight_decay": 1e-5, "eps": 1e-4, "schedule": "cosine_restarts",

@@ -88,9 +88,9 @@ class LoadedCheckpoint:
 
     @torch.no_grad()
     def decode(self, z: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(B, D) codes -> (B, ...) items in [0, 1] on the CPU."""
+        """(B, D) codes -> (B, ...) items on the CPU, as the kind shows them (images in [0, 1])."""
         z = torch.as_tensor(np.asarray(z, dtype=np.float32)).reshape(-1, self.model.latent_dim)
-        return self.model.decode(z).float().clamp(0, 1)
+        return self.kind.clean_output(self.model.decode(z))
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +99,7 @@ class LoadedCheckpoint:
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.reconstruct(x).float().clamp(0, 1)
+        return self.kind.clean_output(self.model.reconstruct(x))
 
 
 class Catalog:

@@ -19,7 +19,8 @@ from PIL import Image
 from .. import figures
 from ..cards import model_card
 from ..data import DATASETS
-from ..data.images import UploadError
+from ..anomaly import THRESHOLD_RULES, choose_threshold, curves, detection_report
+from ..data.dataset import UploadError
 from ..latent import (ACTIVE_VARIANCE, PCABaseline, interpolate, latent_plane, latent_usage, pca_2d, raw_2d,
                       reconstruction_errors, resolve_projection, slider_axes, traversals)
 from ..models import MODELS, model_entry
@@ -107,6 +108,19 @@ class Explorer:
         i = self._index(entry, index)
         return self._test_items(entry, [i]), f"test {entry.kind.item} {i} (label {self._data(entry).label(i)})"
 
+    def shown_as(self, name: str) -> str:
+        """How the model's items are shown: "image" or "table" (the page picks its components by this)."""
+        return self.load(name).kind.shown_as
+
+    def _scores(self, entry: LoadedCheckpoint) -> np.ndarray:
+        """Anomaly scores of the test items: the reconstruction error in the kind's units, computed once."""
+        return entry.cached("errors", lambda: reconstruction_errors(entry.model, self._data(entry).test_x, entry.kind))
+
+    def map_colourings(self, name: str) -> list[str]:
+        """What the map's points can be coloured by: the label, the anomaly score, and the data's attributes
+        (known factors, a table's columns)."""
+        return ["label", "anomaly score", *self._data(self.load(name)).attributes()]
+
     def checkpoint_names(self) -> list[str]:
         return self.catalog.names()
 
@@ -132,7 +146,8 @@ class Explorer:
 
     # ---- 1. latent map ----------------------------------------------------------------
 
-    def latent_map(self, name: str, projection: str = "auto", selected: int | None = None) -> MapResult:
+    def latent_map(self, name: str, projection: str = "auto", selected: int | None = None,
+                   colour: str | None = "label") -> MapResult:
         entry = self.load(name)
         codes = entry.codes
         try:
@@ -163,7 +178,19 @@ class Explorer:
             axis_names = tuple(f"PC {i + 1} ({100 * share[i]:.0f}%)" if i < len(share) else "" for i in range(2))
         title = f"{entry.name}: {entry.model.name}, {entry.model.latent_dim}-D, {method.upper()}"
         sel = None if selected is None or selected == "" else int(selected)
-        fig = figures.latent_map(points, entry.labels, self._data(entry).classes, title, axis_names, sel)
+        labels, classes, values = entry.labels, self._data(entry).classes, None
+        colour = colour or "label"
+        if colour == "anomaly score":
+            values = self._scores(entry)
+        elif colour != "label":
+            attributes = self._data(entry).attributes()
+            if colour not in attributes:
+                raise ViewError(f"{entry.name}'s map can be coloured by: {', '.join(self.map_colourings(name))}; "
+                                f"not {colour!r}")
+            column, names = attributes[colour]
+            labels, classes, values = (column, names, None) if names is not None else (labels, classes, column)
+        fig = figures.latent_map(points, labels, classes, title, axis_names, sel, values=values,
+                                 value_name=None if values is None else colour)
         note += f"{len(codes):,} test {entry.kind.item}s of {entry.dataset_name}; click a point or type its index."
         return MapResult(fig, note, pending)
 
@@ -180,6 +207,12 @@ class Explorer:
         err_a, err_b = float(kind.errors(ra, x)[0]), float(kind.errors(rb, x)[0])
         caption = (f"Test {kind.item} **{i}** (label {self._data(a).label(i)}). Reconstruction error "
                    f"({kind.error_name}): {left} **{err_a:.4f}**, {right} **{err_b:.4f}**.")
+        details = [(n, kind.explain(r, x)) for n, r in ((left, ra), (right, rb))]
+        if any(text for _, text in details):
+            caption += " Largest per-column errors: " + "; ".join(f"{n}: {text}" for n, text in details) + "."
+        if kind.shown_as == "table":  # one table: the row, then each model's reconstruction of it
+            both = kind.grid(kind.concat([x, ra, rb]), labels=[f"row {i}", f"{left}", f"{right}"])
+            return both, None, None, caption
         return kind.show(x[0]), kind.show(ra[0]), kind.show(rb[0]), caption
 
     def manifold(self, name: str, n: int = 15) -> tuple[Image.Image, str]:
@@ -204,7 +237,8 @@ class Explorer:
             raise ViewError("choose at least one model")
         entries = [self.load(n) for n in names]
         for e in entries[1:]:
-            if e.input_shape != entries[0].input_shape:
+            if e.input_shape != entries[0].input_shape or \
+                    e.meta.get("config", {}).get("schema") != entries[0].meta.get("config", {}).get("schema"):
                 raise ViewError(f"{e.name} takes {e.input_shape} {e.kind.item}s but {entries[0].name} takes "
                                 f"{entries[0].input_shape}: choose models of one input shape")
         return entries
@@ -230,30 +264,56 @@ class Explorer:
             rows.append(r)
             err = kind.errors(r, x)
             table.append(f"| {e.name} | " + " | ".join(f"{v:.4f}" for v in err.tolist()) + f" | {err.mean():.4f} |")
-        grid = kind.grid(torch.cat(rows), nrow=len(x), target=64)
+        grid = kind.grid(kind.concat(rows), nrow=len(x), target=64,
+                         labels=[f"{who} {label}" for who in ["input", *(e.name for e in entries)] for label in labels])
         text = (f"Top row: {note}. Below, one row per model: {', '.join(e.name for e in entries)}.\n\n"
                 f"Reconstruction error, {kind.error_name}:\n\n" + "\n".join(table))
         return grid, text
 
-    def anomalies(self, name: str, percentile: float = 95.0, worst: int = 16) -> tuple[object, Image.Image, str]:
-        """Histogram of reconstruction errors over the test set, a threshold, the worst items."""
+    def anomalies(self, name: str, level: float = 95.0, worst: int = 16, rule: str = "percentile"
+                  ) -> tuple[object, object, str, object]:
+        """Histogram of anomaly scores (reconstruction errors) over the test set with a threshold chosen by
+        `rule` at `level` (percentile, fpr, iqr, mad: anomaly.choose_threshold), the worst items with their
+        reconstructions, and where labels mark anomalies, ROC and PR curves. Returns (histogram, worst
+        items, Markdown, curves figure or None)."""
         entry = self.load(name)
-        percentile = _number(percentile, "the threshold percentile")
-        if not 0 <= percentile <= 100:
-            raise ViewError("the threshold percentile must be between 0 and 100")
+        if rule not in THRESHOLD_RULES:
+            raise ViewError(f"the threshold rule must be one of {', '.join(THRESHOLD_RULES)}, got {rule!r}")
+        level = _number(level, "the threshold level")
+        worst = int(_number(worst, "the number of items shown"))
+        if not 1 <= worst <= 64:
+            raise ViewError("show between 1 and 64 of the worst items")
         data, kind = self._data(entry), entry.kind
-        errors = entry.cached("errors", lambda: reconstruction_errors(entry.model, data.test_x, kind))
-        threshold = float(np.percentile(errors, percentile))
-        order = np.argsort(-errors)[: int(worst)]
+        errors = self._scores(entry)
+        truth = data.is_anomaly(data.test_y) if data.anomaly_classes else None
+        try:
+            threshold = choose_threshold(errors, rule, level, errors[~truth] if truth is not None else None)
+        except ValueError as e:
+            raise ViewError(str(e)) from None
+        order = np.argsort(-errors)[:worst]
         x = self._test_items(entry, order)
-        grid = kind.grid(torch.cat([x, entry.reconstruct(x)]), nrow=len(order), target=48)
-        fig = figures.error_histogram(errors, threshold, f"{name}: reconstruction error on {len(errors):,} test "
+        shown = kind.flagged(x, entry.reconstruct(x), [f"#{i} ({data.label(i)})" for i in order], errors[order])
+        fig = figures.error_histogram(errors, threshold.value, f"{name}: anomaly scores of {len(errors):,} test "
                                       f"{kind.item}s", f"reconstruction error ({kind.error_name})")
-        above = int((errors > threshold).sum())
-        text = (f"Threshold at the {percentile:g}th percentile: **{threshold:.4f}**; {above} {kind.item}s above it "
-                f"would be flagged as anomalies. The {len(order)} worst (top: input, bottom: reconstruction): "
-                + ", ".join(f"#{i} (label {data.label(i)}, {errors[i]:.3f})" for i in order) + ".")
-        return fig, grid, text
+        above = int((errors > threshold.value).sum())
+        text = [f"Threshold **{threshold.value:.4g}**: {threshold.explanation}; **{above}** of {len(errors):,} "
+                f"{kind.item}s are above it and would be flagged."]
+        curve_fig = None
+        if truth is not None:
+            report = detection_report(errors, truth, threshold.value)
+            anomaly = ", ".join(data.classes[i] for i in data.anomaly_classes)
+            if "roc_auc" in report:
+                text.append(f"Labels mark {report['anomalies']} anomalies ({anomaly}): ROC-AUC **{report['roc_auc']:.3f}**, "
+                            f"average precision **{report['average_precision']:.3f}**; at this threshold precision "
+                            f"**{report['precision']:.2f}**, recall **{report['recall']:.2f}**, F1 **{report['f1']:.2f}**.")
+                c = curves(errors, truth)
+                curve_fig = figures.detection_curves(c["roc"], c["pr"], report["roc_auc"], report["average_precision"],
+                                                     f"{name}: finding the {anomaly} {kind.item}s")
+        how = ("(top: input, bottom: reconstruction)" if kind.shown_as == "image" else
+               "(each cell shaded by its share of the row's error; values in the columns' own units)")
+        text.append(f"The {len(order)} highest scores {how}: "
+                    + ", ".join(f"#{i} ({data.label(i)}, {errors[i]:.3g})" for i in order) + ".")
+        return fig, shown, "  \n".join(text), curve_fig
 
     # ---- 3. latent sliders -------------------------------------------------------------
 
@@ -302,7 +362,7 @@ class Explorer:
         """The two items (2, ...) as the model's input, and their codes (2, D)."""
         xa, _ = self._item(entry, index_a, upload_a)
         xb, _ = self._item(entry, index_b, upload_b)
-        x = torch.cat([xa, xb])
+        x = entry.kind.concat([xa, xb])
         return x, entry.encode(x).numpy()
 
     def interpolation_strip(self, names: list[str], index_a, index_b, upload_a=None, upload_b=None,
@@ -319,8 +379,9 @@ class Explorer:
                 path = interpolate(za, zb, np.linspace(0, 1, steps), mode)
             except ValueError as e:
                 raise ViewError(str(e)) from None
-            rows.append(torch.cat([x[:1], entry.decode(path), x[1:]]))
-        grid = entries[0].kind.grid(torch.cat(rows), nrow=steps + 2, target=64, padding=2)
+            rows.append(entry.kind.concat([x[:1], entry.decode(path), x[1:]]))
+        labels = [f"{e.name} {t}" for e in entries for t in ["A", *(f"t={t:.2f}" for t in np.linspace(0, 1, steps)), "B"]]
+        grid = entries[0].kind.grid(entries[0].kind.concat(rows), nrow=steps + 2, target=64, padding=2, labels=labels)
         text = (f"{mode.capitalize()} interpolation in {steps} steps, one row per model "
                 f"({', '.join(e.name for e in entries)}): the input A, then decodes of z(t) from t = 0 to 1, then the "
                 "input B. A VAE's path stays on the data; an AE's often passes through blurs and non-digits.")
@@ -346,20 +407,28 @@ class Explorer:
         a, b = self.load(name).model.sample_sources()[:2]
         return a.label, b.label
 
-    def sample(self, name: str, temperature: float = 1.0, seed: int = 0) -> tuple[Image.Image, Image.Image, str]:
-        """Two 7×7 grids, one per sample source the model names, and what they show."""
+    def sample(self, name: str, temperature: float = 1.0, seed: int = 0) -> tuple[object, object, str, object]:
+        """Two 7×7 grids (tables: 49 rows each), one per sample source the model names, what they show, and for
+        tables a figure of each column's distribution in real and synthetic rows (else None)."""
         entry = self.load(name)
         temperature = _number(temperature, "temperature")
         if not temperature > 0:
             raise ViewError("temperature must be positive")
         seed = _seed(seed)
-        n, grids, parts = SAMPLE_GRID * SAMPLE_GRID, [], []
+        n, grids, parts, drawn = SAMPLE_GRID * SAMPLE_GRID, [], [], []
         for side, source in zip(("Left", "Right"), entry.model.sample_sources()[:2]):
             codes = entry.codes if source.name == "fitted" else None
-            items = entry.model.sample(n, source.name, temperature, torch.Generator().manual_seed(seed), codes)
-            grids.append(entry.kind.grid(items.float().clamp(0, 1).cpu(), SAMPLE_GRID, target=40))
+            items = entry.kind.clean_output(
+                entry.model.sample(n, source.name, temperature, torch.Generator().manual_seed(seed), codes))
+            grids.append(entry.kind.grid(items, SAMPLE_GRID, target=40))
+            drawn.append((source.label, items))
             parts.append(f"**{side}:** {source.explanation}")
-        return grids[0], grids[1], " ".join(parts)
+        distributions = None
+        if entry.kind.shown_as == "table":  # columns of real and synthetic rows side by side
+            real = entry.kind.frame(self._data(entry).test_x)
+            distributions = figures.column_distributions(
+                real, {label: entry.kind.frame(items) for label, items in drawn}, f"{name}: real test rows vs samples")
+        return grids[0], grids[1], " ".join(parts), distributions
 
     # ---- 6. denoise ----------------------------------------------------------------------
 
@@ -371,8 +440,10 @@ class Explorer:
             return self._baselines[key]
 
     def denoise(self, names: list[str], index=0, upload=None, noise: str = "gaussian", level: float = 0.5,
-                seed: int = 0) -> tuple[Image.Image, Image.Image, list[tuple[Image.Image, str]], str]:
-        """Clean item, its corrupted version, and each model's (plus PCA's) output with its fidelity."""
+                seed: int = 0, columns: list[str] | None = None) -> tuple[object, object, list[tuple[object, str]], str]:
+        """Clean item, its corrupted version, and each model's (plus PCA's, where it means something) output with
+        its fidelity. For tables this is imputation: cells of a row (of `columns`, default any) are blanked or
+        shuffled, and the first output is one table of the truth, the corrupted row and each model's output."""
         names = [n for n in (names or []) if n]
         if not names:
             raise ViewError("choose at least one model")
@@ -385,21 +456,34 @@ class Explorer:
         if not 0 <= level <= kind.noise_limit(noise):
             raise ViewError(f"{noise} noise level must be between 0 and {kind.noise_limit(noise):g}")
         clean, note = self._item(first, index, upload)
-        noisy = kind.corrupt(clean, noise, level, torch.Generator().manual_seed(_seed(seed)))
-        outputs = []
+        try:
+            noisy = kind.corrupt(clean, noise, level, torch.Generator().manual_seed(_seed(seed)),
+                                 **({"columns": list(columns)} if columns else {}))
+        except ValueError as e:
+            raise ViewError(str(e)) from None
+        outputs, results = [], []
         for e in entries:
             if e.input_shape != first.input_shape:
                 outputs.append((kind.blank(first.input_shape), f"{e.name}: skipped, it takes {e.input_shape} {kind.item}s"))
                 continue
             out = e.reconstruct(noisy)
+            results.append((e.name, out))
             outputs.append((kind.show(out[0]), f"{e.name}: {kind.fidelity(out, clean)}"))
-        k = min(first.model.latent_dim, int(np.prod(first.input_shape)))
-        pca = self._pca_baseline(first, k).reconstruct(noisy)
-        outputs.append((kind.show(pca[0]), f"PCA, {k} components: {kind.fidelity(pca, clean)}"))
-        text = (f"Input: {note}. Noisy: {noise} at {level:g}, **{kind.fidelity(noisy, clean)}** against the "
+        baseline = ""
+        if kind.linear_baseline:
+            k = min(first.model.latent_dim, int(np.prod(first.input_shape)))
+            pca = self._pca_baseline(first, k).reconstruct(noisy)
+            outputs.append((kind.show(pca[0]), f"PCA, {k} components: {kind.fidelity(pca, clean)}"))
+            baseline = (f" PCA keeps as many components as {first.name}'s code has dimensions, fitted on "
+                        f"{first.dataset_name}'s training set.")
+        text = (f"Input: {note}. Corrupted: {noise} at {level:g}, **{kind.fidelity(noisy, clean)}** against the "
                 f"clean {kind.item}. Each output's {kind.fidelity_name} is against the clean {kind.item} (higher is "
-                f"better). PCA keeps as many components as {first.name}'s code has dimensions, fitted on "
-                f"{first.dataset_name}'s training set.")
+                f"better).{baseline}")
+        if kind.shown_as == "table":  # one table: the truth, the corrupted row, each model's reconstruction
+            text += " " + "; ".join(caption for _, caption in outputs) + "."
+            table = kind.grid(kind.concat([clean, noisy, *(out for _, out in results)]),
+                              labels=["truth", f"{noise} ({level:g})", *(n for n, _ in results)])
+            return table, None, [], text
         return kind.show(clean[0]), kind.show(noisy[0]), outputs, text
 
     # ---- 7. diagnostics -------------------------------------------------------------------
@@ -420,7 +504,8 @@ class Explorer:
         has_posterior = usage.kl is not None
         scales = None if has_posterior else np.sqrt(usage.variance)  # prior units, or the codes' own spread
         z = traversals(entry.codes.mean(0), dims, TRAVERSAL_STEPS, scales)
-        grid = entry.kind.grid(entry.decode(z), nrow=len(TRAVERSAL_STEPS), target=40)
+        grid = entry.kind.grid(entry.decode(z), nrow=len(TRAVERSAL_STEPS), target=40,
+                               labels=[f"z[{d}] {t:+g}" for d in dims for t in TRAVERSAL_STEPS])
         lines = [f"**{active} of {d}** dimensions active (variance of the code over the test set above "
                  f"{ACTIVE_VARIANCE}; Burda, Grosse & Salakhutdinov 2016)."]
         if has_posterior:
@@ -511,7 +596,7 @@ class Explorer:
                                   [(e.epoch, e.test) for e in snap["epochs"]])
         history = None
         first = snap["first"]
-        if first is not None and first.items is not None and len(first.items):
+        if kind.shown_as == "image" and first is not None and first.items is not None and len(first.items):
             rows = [first.items] + [e.items for e in snap["epochs"][-7:]]  # the inputs, then the last epochs'
             history = kind.grid(kind.prepare(torch.cat(rows)), nrow=len(first.items), target=40)
         return "  \n".join(lines), fig, history, job.running
