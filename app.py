@@ -25,6 +25,7 @@ os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
+from vae_explorer.anomaly import DEFAULT_LEVELS as THRESHOLD_LEVELS  # noqa: E402
 from vae_explorer.data import DATASETS, IMAGES  # noqa: E402
 from vae_explorer.data.images import MAX_UPLOAD_BYTES  # noqa: E402
 from vae_explorer.devices import device_choices  # noqa: E402
@@ -96,6 +97,18 @@ def wire(triggers, fn, inputs, outputs, **kwargs):
     return gr.on(triggers if isinstance(triggers, list) else [triggers], user_errors(fn), inputs, outputs, **kwargs)
 
 
+def table_twin(elem_id: str, label: str | None = None) -> gr.Dataframe:
+    """The table that stands in for an image output when the model's items are table rows (hidden otherwise)."""
+    return gr.Dataframe(visible=False, interactive=False, wrap=True, elem_id=elem_id, label=label,
+                        show_label=label is not None, max_height=420)
+
+
+def pair(value, tabular: bool) -> tuple:
+    """An item view's value to its image (pictures) or its table twin (rows); the other is hidden."""
+    return (gr.update(value=None if tabular else value, visible=not tabular),
+            gr.update(value=value if tabular else None, visible=tabular))
+
+
 @dataclass
 class Page:
     """What every tab needs: the explorer, the page's load event, the checkpoint names and default picks."""
@@ -138,6 +151,9 @@ def map_tab(page: Page) -> None:
             right = page.picker("Right model (e.g. a VAE)", page.default("digits_vae"), elem_id="map_right_model")
             projection = gr.Radio(list(PROJECTIONS), value="auto", label="Projection",
                                   info="auto: raw plane for 2-D codes, else PCA. UMAP is computed in the background.")
+            colour = gr.Dropdown(["label", "anomaly score"], value="label", label="Colour points by",
+                                 info="the label, the anomaly score, or a known factor / a table's column",
+                                 allow_custom_value=True, elem_id="map_colour")
         with gr.Row():
             plot_left = gr.Plot(elem_id="map_left", show_label=False)
             plot_right = gr.Plot(elem_id="map_right", show_label=False)
@@ -151,6 +167,7 @@ def map_tab(page: Page) -> None:
             sel_input = gr.Image(label="Input", format="png", elem_id="sel_input", height=160)
             sel_left = gr.Image(label="Left model's reconstruction", format="png", elem_id="sel_left", height=160)
             sel_right = gr.Image(label="Right model's reconstruction", format="png", elem_id="sel_right", height=160)
+        sel_table = table_twin("sel_table", "The row, then each model's reconstruction (values in the columns' units)")
         caption = gr.Markdown(elem_classes="caption", elem_id="sel_caption")
         with gr.Accordion("Decoded latent plane (the 'manifold'): where the AE has gaps, the VAE is continuous",
                           open=True):
@@ -158,48 +175,59 @@ def map_tab(page: Page) -> None:
             with gr.Row():
                 manifold_left = gr.Image(label="Left model", format="png", elem_id="manifold_left", height=440)
                 manifold_right = gr.Image(label="Right model", format="png", elem_id="manifold_right", height=440)
+            with gr.Row():
+                manifold_left_rows = table_twin("manifold_left_rows", "Left model")
+                manifold_right_rows = table_twin("manifold_right_rows", "Right model")
             manifold_note = gr.Markdown(elem_classes="caption")
         page.model_cards(page.load, left, right)
         pick_btn = gr.Button("pick", elem_id="pick_button", visible="hidden")
         umap_timer = gr.Timer(2.0, active=False)
 
-    def show_maps(left, right, projection, index):
+    def show_maps(left, right, projection, index, colour_by="label"):
         sel = None if index is None else int(index)
-        a, b = ex.latent_map(left, projection, sel), ex.latent_map(right, projection, sel)
+        a, b = ex.latent_map(left, projection, sel, colour_by), ex.latent_map(right, projection, sel, colour_by)
         text = a.note if a.note == b.note else f"**Left:** {a.note}  \n**Right:** {b.note}"
         return a.figure, b.figure, text, gr.Timer(active=a.pending or b.pending)
 
     def select_point(left, right, index):
         x, ra, rb, text = ex.compare_point(left, right, index)
-        return int(index), x, ra, rb, text
+        tabular = ex.shown_as(left) == "table"
+        images = [gr.update(value=v, visible=not tabular) for v in (x, ra, rb)]
+        return int(index), *images, gr.update(value=x if tabular else None, visible=tabular), text
 
-    def pick_point(left, right, index, projection):
-        return (*select_point(left, right, index), *show_maps(left, right, projection, index))
+    def pick_point(left, right, index, projection, colour_by):
+        return (*select_point(left, right, index), *show_maps(left, right, projection, index, colour_by))
 
-    def random_point(left, right, projection):
-        return pick_point(left, right, random.randrange(ex.test_size(left)), projection)
+    def random_point(left, right, projection, colour_by):
+        return pick_point(left, right, random.randrange(ex.test_size(left)), projection, colour_by)
 
     def manifolds(left, right, n):
         (a, ta), (b, tb) = ex.manifold(left, n), ex.manifold(right, n)
-        return a, b, f"{ta}  \n{tb}"
+        return (*pair(a, ex.shown_as(left) == "table"), *pair(b, ex.shown_as(right) == "table"), f"{ta}  \n{tb}")
 
+    def colourings(left):
+        choices = ex.map_colourings(left)
+        return gr.Dropdown(choices=choices, value="label")
+
+    map_inputs = [left, right, projection, index, colour]
     map_outputs = [plot_left, plot_right, note, umap_timer]
-    point_outputs = [index, sel_input, sel_left, sel_right, caption]
+    point_outputs = [index, sel_input, sel_left, sel_right, sel_table, caption]
     # Only this tab computes at page load (the first map must show fast); the others fill in when opened.
-    wire([page.load, left.change, right.change, projection.change], show_maps, [left, right, projection, index],
+    wire([page.load, left.change, right.change, projection.change, colour.input], show_maps, map_inputs,
          map_outputs, api_name="latent_map")
-    wire(umap_timer.tick, show_maps, [left, right, projection, index], map_outputs, api_visibility="private",
-         show_progress="hidden")
+    wire([page.load, left.change], colourings, left, colour, api_visibility="private", show_progress="hidden")
+    wire(umap_timer.tick, show_maps, map_inputs, map_outputs, api_visibility="private", show_progress="hidden")
     wire([page.load, left.change, right.change], select_point, [left, right, index], point_outputs,
          api_name="select_point")
-    wire(index.submit, pick_point, [left, right, index, projection], point_outputs + map_outputs,
+    wire(index.submit, pick_point, [left, right, index, projection, colour], point_outputs + map_outputs,
          api_visibility="private")
-    wire(pick_btn.click, pick_point, [left, right, index, projection], point_outputs + map_outputs,
-         js="(l, r, i, p) => [l, r, (window.__vaePick ?? i), p]", api_visibility="private")
-    wire(random_btn.click, random_point, [left, right, projection], point_outputs + map_outputs,
+    wire(pick_btn.click, pick_point, [left, right, index, projection, colour], point_outputs + map_outputs,
+         js="(l, r, i, p, c) => [l, r, (window.__vaePick ?? i), p, c]", api_visibility="private")
+    wire(random_btn.click, random_point, [left, right, projection, colour], point_outputs + map_outputs,
          api_visibility="private")
     wire([page.load, left.change, right.change, grid_n.release], manifolds, [left, right, grid_n],
-         [manifold_left, manifold_right, manifold_note], api_name="manifold")
+         [manifold_left, manifold_left_rows, manifold_right, manifold_right_rows, manifold_note],
+         api_name="manifold")
 
 
 def reconstruct_tab(page: Page) -> None:
@@ -216,23 +244,42 @@ def reconstruct_tab(page: Page) -> None:
             upload = gr.File(label="…or upload an image", file_types=["image"], type="filepath", elem_id="rec_upload")
         button = gr.Button("Reconstruct", variant="primary", elem_id="rec_button")
         grid = gr.Image(label="Reconstructions", format="png", elem_id="rec_grid")
+        grid_rows = table_twin("rec_rows", "Inputs, then each model's reconstructions")
         table = gr.Markdown(elem_classes="caption")
         gr.Markdown("### Anomaly detection by reconstruction error\nItems a model reconstructs badly are "
                     "unlike its training data. Move the threshold to see how many would be flagged.")
         with gr.Row():
             ano_model = page.picker("Model", ae, elem_id="ano_model")
-            percentile = gr.Slider(50, 99.9, value=95, step=0.1, label="Threshold (percentile of test errors)")
-        histogram = gr.Plot(show_label=False, elem_id="ano_hist")
-        gr.Markdown("The worst-reconstructed test items: inputs on top, reconstructions below.",
-                    elem_classes="caption")
+            rule = gr.Radio(list(THRESHOLD_LEVELS), value="percentile", label="Threshold rule",
+                            info="percentile of the scores; fpr: a false-positive rate on rows labelled normal; "
+                                 "iqr: Tukey's fence; mad: a robust z-score", elem_id="ano_rule")
+            level = gr.Number(value=95, label="Level", info="95 (percentile), 0.05 (fpr), 1.5 (iqr), 3.5 (mad)",
+                              elem_id="ano_level")
+        ano_text = gr.Markdown(elem_classes="caption", elem_id="ano_text")
+        with gr.Row():
+            histogram = gr.Plot(show_label=False, elem_id="ano_hist")
+            detection = gr.Plot(show_label=False, elem_id="ano_curves", visible=False)
+        gr.Markdown("The highest-scoring test items with their reconstructions.", elem_classes="caption")
         worst = gr.Image(show_label=False, format="png", elem_id="ano_grid")
-        ano_text = gr.Markdown(elem_classes="caption")
+        worst_rows = table_twin("ano_rows")
         page.model_cards(tab.select, models, ano_model)
 
-    wire(button.click, lambda chosen, idx, up, s: ex.reconstruct(chosen, idx, up, s), [models, indices, upload, seed],
-         [grid, table], api_name="reconstruct")
-    wire([tab.select, ano_model.change, percentile.release], ex.anomalies, [ano_model, percentile],
-         [histogram, worst, ano_text], api_name="anomalies")
+    def reconstruct(chosen, idx, up, s):
+        shown, text = ex.reconstruct(chosen, idx, up, s)
+        return (*pair(shown, ex.shown_as(chosen[0]) == "table"), text)
+
+    def anomalies(name, level_value, rule_name="percentile"):
+        fig, shown, text, curves = ex.anomalies(name, level_value, 16, rule_name)
+        return (fig, *pair(shown, ex.shown_as(name) == "table"), text,
+                gr.Plot(curves, visible=curves is not None))
+
+    def rule_changed(rule_name):
+        return gr.Number(value=THRESHOLD_LEVELS[rule_name])
+
+    wire(button.click, reconstruct, [models, indices, upload, seed], [grid, grid_rows, table], api_name="reconstruct")
+    wire([tab.select, ano_model.change, level.submit, rule.input], anomalies, [ano_model, level, rule],
+         [histogram, worst, worst_rows, ano_text, detection], api_name="anomalies")
+    wire(rule.input, rule_changed, rule, level, api_visibility="private", show_progress="hidden")
 
 
 def sliders_tab(page: Page) -> None:
@@ -251,6 +298,7 @@ def sliders_tab(page: Page) -> None:
                                      elem_id=f"slider_{i}") for i in range(MAX_SLIDERS)]
             with gr.Column(scale=1):
                 image = gr.Image(label="Decoded", format="png", elem_id="sl_image", height=220)
+                rows = table_twin("sl_rows", "Decoded row (categories with their probability)")
                 text = gr.Markdown(elem_classes="caption")
         page.model_cards(tab.select, model)
 
@@ -258,13 +306,17 @@ def sliders_tab(page: Page) -> None:
         specs, decoded, caption = ex.slider_setup(name, start)
         updates = [gr.Slider(visible=True, interactive=True, step=0.001, **s) for s in specs]
         updates += [gr.Slider(visible=False, value=0)] * (MAX_SLIDERS - len(specs))
-        return (*updates, decoded, caption)
+        return (*updates, *pair(decoded, ex.shown_as(name) == "table"), caption)
 
-    wire([tab.select, model.change, index.submit], setup, [model, index], [*sliders, image, text],
+    def decode(name, start, *values):
+        decoded = ex.decode_sliders(name, start, list(values))
+        # The hot path: a picture goes straight to its image; only table rows pay for the routing.
+        return (decoded, gr.skip()) if ex.shown_as(name) == "image" else pair(decoded, True)
+
+    wire([tab.select, model.change, index.submit], setup, [model, index], [*sliders, image, rows, text],
          api_name="slider_setup")
-    wire([s.input for s in sliders], lambda name, start, *values: ex.decode_sliders(name, start, list(values)),
-         [model, index, *sliders], image, api_name="decode", trigger_mode="always_last", show_progress="hidden",
-         concurrency_limit=4)
+    wire([s.input for s in sliders], decode, [model, index, *sliders], [image, rows], api_name="decode",
+         trigger_mode="always_last", show_progress="hidden", concurrency_limit=4)
 
 
 def interpolate_tab(page: Page) -> None:
@@ -285,22 +337,29 @@ def interpolate_tab(page: Page) -> None:
         with gr.Row():
             at_a = gr.Image(label="Model 1 at t", format="png", elem_id="in_img_a", height=180)
             at_b = gr.Image(label="Model 2 at t", format="png", elem_id="in_img_b", height=180)
+        with gr.Row():
+            at_a_rows = table_twin("in_rows_a", "Model 1 at t")
+            at_b_rows = table_twin("in_rows_b", "Model 2 at t")
         steps = gr.Slider(2, 30, value=10, step=1, label="Steps in the strip")
         strip = gr.Image(label="Strips: one row per model", format="png", elem_id="in_strip")
+        strip_rows = table_twin("in_strip_rows", "A, the decoded path, B: for each model")
         text = gr.Markdown(elem_classes="caption")
         page.model_cards(tab.select, model_a, model_b)
 
     def strips(a, b, ia, ib, ua, ub, path, n):
-        return ex.interpolation_strip([a, b], ia, ib, ua, ub, path, n)
+        shown, text = ex.interpolation_strip([a, b], ia, ib, ua, ub, path, n)
+        return (*pair(shown, ex.shown_as(a) == "table"), text)
 
     def at(a, b, ia, ib, ua, ub, path, t_value):
-        return ex.interpolate_at(a, ia, ib, t_value, path, ua, ub), ex.interpolate_at(b, ia, ib, t_value, path, ua, ub)
+        return (*pair(ex.interpolate_at(a, ia, ib, t_value, path, ua, ub), ex.shown_as(a) == "table"),
+                *pair(ex.interpolate_at(b, ia, ib, t_value, path, ua, ub), ex.shown_as(b) == "table"))
 
     inputs = [model_a, model_b, index_a, index_b, upload_a, upload_b, mode]
     changes = [model_a.change, model_b.change, index_a.submit, index_b.submit, upload_a.change, upload_b.change,
                mode.change]
-    wire([tab.select, *changes, steps.release], strips, [*inputs, steps], [strip, text], api_name="interpolate")
-    wire([tab.select, t.input, *changes], at, [*inputs, t], [at_a, at_b], api_name="interpolate_at",
+    wire([tab.select, *changes, steps.release], strips, [*inputs, steps], [strip, strip_rows, text],
+         api_name="interpolate")
+    wire([tab.select, t.input, *changes], at, [*inputs, t], [at_a, at_a_rows, at_b, at_b_rows], api_name="interpolate_at",
          trigger_mode="always_last", show_progress="hidden", concurrency_limit=4)
 
 
@@ -316,16 +375,26 @@ def sample_tab(page: Page) -> None:
         with gr.Row():
             grid_a = gr.Image(label="Samples", format="png", elem_id="sa_a")
             grid_b = gr.Image(label="For comparison", format="png", elem_id="sa_b")
+        rows_a = table_twin("sa_rows_a", "Samples")
+        rows_b = table_twin("sa_rows_b", "For comparison")
         text = gr.Markdown(elem_classes="caption")
+        distributions = gr.Plot(show_label=False, visible=False, elem_id="sa_columns")
         page.model_cards(tab.select, model)
 
     def labels(name):
         a, b = ex.sample_labels(name)
-        return gr.Image(label=a), gr.Image(label=b)
+        return gr.Image(label=a), gr.Image(label=b), gr.Dataframe(label=a), gr.Dataframe(label=b)
 
-    wire([tab.select, model.change], labels, model, [grid_a, grid_b], api_visibility="private", show_progress="hidden")
-    wire([tab.select, button.click, model.change], ex.sample, [model, temperature, seed], [grid_a, grid_b, text],
-         api_name="sample")
+    def sample(name, temperature_value, seed_value):
+        a, b, caption, columns = ex.sample(name, temperature_value, seed_value)
+        tabular = ex.shown_as(name) == "table"
+        (ia, ta), (ib, tb) = pair(a, tabular), pair(b, tabular)
+        return ia, ib, ta, tb, caption, gr.Plot(columns, visible=columns is not None)
+
+    wire([tab.select, model.change], labels, model, [grid_a, grid_b, rows_a, rows_b], api_visibility="private",
+         show_progress="hidden")
+    wire([tab.select, button.click, model.change], sample, [model, temperature, seed],
+         [grid_a, grid_b, rows_a, rows_b, text, distributions], api_name="sample")
 
 
 def denoise_tab(page: Page) -> None:
@@ -340,20 +409,44 @@ def denoise_tab(page: Page) -> None:
             upload = gr.File(label="…or upload any image (PNG, JPEG, WebP; any size)", file_types=["image"],
                              type="filepath", elem_id="de_upload")
         with gr.Row():
-            noise = gr.Radio(list(IMAGES.noise_kinds), value="gaussian", label="Noise")
+            noise = gr.Radio(list(IMAGES.noise_kinds), value="gaussian", label="Noise", elem_id="de_noise",
+                             info="tables: blank cells (missing) or replace them with random values")
             level = gr.Slider(0, 1, value=0.5, step=0.01, label="Noise level",
-                              info="gaussian: std; masking, salt-and-pepper: fraction of pixels")
+                              info="gaussian: std; the others: fraction of pixels or cells")
             seed = gr.Number(value=0, precision=0, label="Noise seed")
+            columns = gr.Dropdown([], value=[], multiselect=True, label="Columns to corrupt (tables; empty: any)",
+                                  visible=False, elem_id="de_columns")
         with gr.Row():
             clean = gr.Image(label="Clean (at the model's input size)", format="png", elem_id="de_clean", height=160)
             noisy = gr.Image(label="Noisy", format="png", elem_id="de_noisy", height=160)
+        imputed = table_twin("de_rows", "The row, its corrupted copy, and each model's reconstruction")
         outputs = gr.Gallery(label="Denoised", columns=4, height="auto", format="png", elem_id="de_out",
                              object_fit="contain")
         text = gr.Markdown(elem_classes="caption", elem_id="de_text")
         page.model_cards(tab.select, models)
 
-    wire([tab.select, models.change, index.submit, upload.change, noise.change, level.release, seed.submit],
-         ex.denoise, [models, index, upload, noise, level, seed], [clean, noisy, outputs, text], api_name="denoise")
+    def denoise(names, index_value, upload_path, noise_kind, level_value, seed_value, chosen_columns=None):
+        first, picture, results, caption = ex.denoise(names, index_value, upload_path, noise_kind, level_value,
+                                                      seed_value, chosen_columns or None)
+        # Tables: one table (the row, its corrupted copy, each model's output) replaces the three picture views.
+        tabular = ex.shown_as(names[0]) == "table"
+        return (gr.update(value=None if tabular else first, visible=not tabular),
+                gr.update(value=picture, visible=not tabular), gr.update(value=results, visible=not tabular),
+                gr.update(value=first if tabular else None, visible=tabular), caption)
+
+    def kind_changed(names):
+        # Images get noise; table rows get missing or random cells, optionally in chosen columns.
+        first = next((n for n in names or [] if n), None)
+        if first is None:
+            return gr.skip(), gr.skip()
+        kinds, cols = ex.noise_kinds(first), ex.columns(first)
+        return gr.Radio(choices=kinds, value=kinds[0]), gr.Dropdown(choices=cols, value=[], visible=bool(cols))
+
+    wire([tab.select, models.change], kind_changed, models, [noise, columns], api_visibility="private",
+         show_progress="hidden")
+    wire([tab.select, models.change, index.submit, upload.change, noise.input, level.release, seed.submit,
+          columns.input], denoise, [models, index, upload, noise, level, seed, columns],
+         [clean, noisy, outputs, imputed, text], api_name="denoise")
 
 
 def diagnostics_tab(page: Page) -> None:
@@ -369,18 +462,20 @@ def diagnostics_tab(page: Page) -> None:
         gr.Markdown("Latent traversals: one row per dimension, most used first; left to right t from -3 to 3.",
                     elem_classes="caption")
         traversal = gr.Image(show_label=False, format="png", elem_id="dg_traversals")
+        traversal_rows = table_twin("dg_rows")
         page.model_cards(tab.select, model)
 
     def usage(name):
         kl_fig, var_fig, grid, caption = ex.latent_usage(name)
         # A model without a posterior has no KL: its plot makes room for the variance.
-        return gr.Plot(kl_fig, visible=kl_fig is not None), var_fig, grid, caption
+        return gr.Plot(kl_fig, visible=kl_fig is not None), var_fig, *pair(grid, ex.shown_as(name) == "table"), caption
 
-    wire([tab.select, model.change], usage, model, [kl, variance, traversal, text], api_name="latent_usage")
+    wire([tab.select, model.change], usage, model, [kl, variance, traversal, traversal_rows, text],
+         api_name="latent_usage")
 
 
 # The Train tab's model-specific widgets: shown, and sent, only for models that have the setting.
-OPTIONAL_SETTINGS = ("beta", "noise_std")
+OPTIONAL_SETTINGS = ("beta", "noise_std", "likelihood")
 
 
 def train_tab(page: Page) -> None:
@@ -391,10 +486,11 @@ def train_tab(page: Page) -> None:
         with gr.Row():
             model = gr.Dropdown(list(MODELS), value="vae", label="Model", elem_id="tr_model")
             dataset = gr.Dropdown([n for n, d in DATASETS.items() if d.trainable_from_page], value="digits",
-                                  label="Dataset", info="digits and sprites work offline; others load from --data-root")
+                                  label="Dataset", elem_id="tr_dataset",
+                                  info="digits, sprites and breast_cancer work offline; csv: your table, below")
             latent = gr.Number(value=2, precision=0, minimum=1, label="Latent dims", elem_id="tr_latent")
             beta = gr.Number(value=1.0, minimum=0, label="β (KL weight)", elem_id="tr_beta")
-            likelihood = gr.Dropdown(list(LIKELIHOODS), value="bernoulli", label="Likelihood")
+            likelihood = gr.Dropdown(list(LIKELIHOODS), value="bernoulli", label="Likelihood", elem_id="tr_likelihood")
             noise = gr.Number(value=None, minimum=0, label="Input noise std (denoising)", visible=False,
                               elem_id="tr_noise")
         with gr.Row():
@@ -404,6 +500,14 @@ def train_tab(page: Page) -> None:
             device = gr.Dropdown(device_choices(), value="auto", label="Device",
                                  info="auto takes the GPU when there is one")
             name = gr.Textbox(label="Checkpoint name", placeholder="empty: model_dataset_time", elem_id="tr_name")
+        with gr.Row(visible=False) as table_row:
+            table_file = gr.File(label=f"Your table: CSV (comma, semicolon or tab) or Parquet, at most "
+                                       f"{MAX_UPLOAD_BYTES // 2**20} MB", file_types=[".csv", ".tsv", ".txt", ".parquet"],
+                                 type="filepath", elem_id="tr_table")
+            label_column = gr.Textbox(label="Label column (optional)", elem_id="tr_label",
+                                      info="colours the map; with anomaly_label=VALUE below, gives ROC/PR")
+            ignore_columns = gr.Textbox(label="Columns to ignore (ids), comma-separated", elem_id="tr_ignore",
+                                        info="types are inferred; override with categorical=a,b or continuous=c")
         extra = gr.Textbox(label="More settings (name=value, one per line)", lines=2, elem_id="tr_extra",
                            placeholder="any flag of `python -m vae_explorer train`, e.g. commitment=0.5 or "
                                        "hidden=512,256; the same checks apply")
@@ -424,13 +528,21 @@ def train_tab(page: Page) -> None:
     def model_changed(chosen):
         # A setting the model lacks is hidden and sent as None, so an API client that sends one is refused.
         preset = ex.model_settings(chosen)
-        return [gr.Number(visible=key in preset, value=preset.get(key)) for key in OPTIONAL_SETTINGS]
+        return [gr.update(visible=key in preset, value=preset.get(key)) for key in OPTIONAL_SETTINGS]
+
+    def dataset_changed(chosen, current_model):
+        # A table wants a table model (and shows where to upload one); images want an image model.
+        kind = DATASETS[chosen].kind.name
+        fits = [n for n, entry in MODELS.items() if entry.cls.data_kind == kind]
+        model_update = gr.Dropdown(choices=fits, value=current_model if current_model in fits else fits[0])
+        return model_update, gr.Row(visible=chosen == "csv")
 
     def start_run(model_name, dataset_name, latent_dim, beta_value, likelihood_name, noise_std, n_epochs, rate,
-                  batch_size, device_name, run_name, more=""):
-        message = ex.train_start(model_name, dataset_name, run_name or "", more or "", latent_dim=latent_dim,
-                                 beta=beta_value, likelihood=likelihood_name, noise_std=noise_std, epochs=n_epochs,
-                                 lr=rate, batch_size=batch_size, device=device_name)
+                  batch_size, device_name, run_name, more="", table=None, label=None, ignore=None):
+        message = ex.train_start(model_name, dataset_name, run_name or "", more or "", table_file=table,
+                                 latent_dim=latent_dim, beta=beta_value, likelihood=likelihood_name,
+                                 noise_std=noise_std, epochs=n_epochs, lr=rate, batch_size=batch_size,
+                                 device=device_name, label_column=label or None, ignore_columns=ignore or None)
         gr.Info(message.replace("**", ""))  # toasts show plain text
         return (*show_status(), gr.Timer(active=True))
 
@@ -451,10 +563,13 @@ def train_tab(page: Page) -> None:
         return (*show_status(), gr.Timer(active=False))
 
     outputs = [status, curves, history]
-    wire(model.change, model_changed, model, [beta, noise], api_visibility="private", show_progress="hidden")
+    wire(model.change, model_changed, model, [beta, noise, likelihood], api_visibility="private",
+         show_progress="hidden")
+    wire(dataset.input, dataset_changed, [dataset, model], [model, table_row], api_visibility="private",
+         show_progress="hidden")
     wire(start.click, start_run, [model, dataset, latent, beta, likelihood, noise, epochs, lr, batch, device, name,
-                                  extra], [*outputs, timer], api_name="train_start", concurrency_limit=1,
-         concurrency_id="train")
+                                  extra, table_file, label_column, ignore_columns], [*outputs, timer],
+         api_name="train_start", concurrency_limit=1, concurrency_id="train")
     wire(cancel.click, stop_run, None, [*outputs, timer], api_name="train_cancel", concurrency_limit=1,
          concurrency_id="train")
     wire(timer.tick, poll, seen, [*outputs, seen, timer], api_visibility="private", show_progress="hidden")

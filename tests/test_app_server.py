@@ -23,12 +23,15 @@ def client(app_server):
 
 
 def is_png(path, min_side: int = 8) -> bool:
+    """An image output: a file path, or an update (a dict) whose value is one."""
+    path = path["value"] if isinstance(path, dict) else path
     with Image.open(path) as im:
         return im.format == "PNG" and min(im.size) >= min_side
 
 
 def is_plot(value) -> bool:
-    """A gr.Plot output: plotly JSON with traces."""
+    """A gr.Plot output: plotly JSON with traces (or an update whose value is one)."""
+    value = value["value"] if isinstance(value, dict) and "value" in value and "plot" not in value else value
     plot = json.loads(value["plot"]) if isinstance(value, dict) and "plot" in value else None
     return plot is not None and "data" in plot
 
@@ -41,43 +44,45 @@ def test_every_public_endpoint_is_named(client):
 def test_map_and_point_endpoints(client):
     left, right, note, _timer = client.predict("digits_ae", "digits_vae", "auto", 3, api_name="/latent_map")
     assert is_plot(left) and is_plot(right) and "359 test images" in note
-    index, x, ra, rb, caption = client.predict("digits_ae", "digits_vae", 12, api_name="/select_point")
+    index, x, ra, rb, rows, caption = client.predict("digits_ae", "digits_vae", 12, api_name="/select_point")
     assert index == 12 and all(is_png(p) for p in (x, ra, rb)) and "**12**" in caption
-    a, b, text = client.predict("digits_ae", "digits_vq_vae", 9, api_name="/manifold")
+    a, _, b, _, text = client.predict("digits_ae", "digits_vq_vae", 9, api_name="/manifold")
     assert is_png(a, 64) and is_png(b, 64) and "9×9" in text
 
 
 def test_reconstruct_and_anomalies(client, tmp_path):
-    grid, table = client.predict(["digits_ae", "digits_vae"], "1, 2", None, 0, api_name="/reconstruct")
+    grid, _, table = client.predict(["digits_ae", "digits_vae"], "1, 2", None, 0, api_name="/reconstruct")
     assert is_png(grid) and table.count("| digits_") == 2
     up = tmp_path / "up.png"
     Image.new("L", (30, 30), 0).save(up)
-    grid, table = client.predict(["digits_vq_vae"], "", handle_file(str(up)), 0, api_name="/reconstruct")
+    grid, _, table = client.predict(["digits_vq_vae"], "", handle_file(str(up)), 0, api_name="/reconstruct")
     assert is_png(grid) and "upload" in table
-    hist, worst, text = client.predict("digits_vae", 99, api_name="/anomalies")
+    hist, worst, _, text, curves = client.predict("digits_vae", 99, api_name="/anomalies")
     assert is_plot(hist) and is_png(worst) and "99th percentile" in text
 
 
 def test_slider_setup_and_decode(client):
-    *sliders, image, text = client.predict("digits_sparse_ae", 0, api_name="/slider_setup")
+    *sliders, image, _, text = client.predict("digits_sparse_ae", 0, api_name="/slider_setup")
     assert len(sliders) == 8 and is_png(image) and "principal directions" in text
     values = [s["value"] for s in sliders]
     assert all(s["minimum"] <= s["value"] <= s["maximum"] for s in sliders)
-    moved = client.predict("digits_sparse_ae", 0, sliders[0]["maximum"], *values[1:], api_name="/decode")
+    moved, _ = client.predict("digits_sparse_ae", 0, sliders[0]["maximum"], *values[1:], api_name="/decode")
     assert is_png(moved)
-    with open(moved, "rb") as f, open(image, "rb") as g:
+    with open(moved, "rb") as f, open(image["value"], "rb") as g:
         assert f.read() != g.read()
 
 
 def test_interpolate_sample_denoise_card(client):
-    strip, text = client.predict("digits_ae", "digits_vae", 0, 5, None, None, "spherical", 8, api_name="/interpolate")
+    strip, _, text = client.predict("digits_ae", "digits_vae", 0, 5, None, None, "spherical", 8,
+                                    api_name="/interpolate")
     assert is_png(strip) and "Spherical" in text
-    a, b = client.predict("digits_ae", "digits_vae", 0, 5, None, None, "linear", 0.3, api_name="/interpolate_at")
+    a, _, b, _ = client.predict("digits_ae", "digits_vae", 0, 5, None, None, "linear", 0.3, api_name="/interpolate_at")
     assert is_png(a) and is_png(b)
-    a, b, text = client.predict("digits_vq_vae", 1.0, 0, api_name="/sample")
+    a, b, _, _, text, _ = client.predict("digits_vq_vae", 1.0, 0, api_name="/sample")
     assert is_png(a) and is_png(b) and "codebook" in text
-    clean, noisy, gallery, text = client.predict(["digits_denoising_ae", "digits_ae"], 2, None, "salt_and_pepper",
+    clean, noisy, gallery, _, text = client.predict(["digits_denoising_ae", "digits_ae"], 2, None, "salt_and_pepper",
                                                  0.2, 0, api_name="/denoise")
+    gallery = gallery["value"]  # an update: the gallery shows for images, the table for rows
     assert is_png(clean) and is_png(noisy) and len(gallery) == 3 and "dB" in gallery[0]["caption"]
     card = client.predict("digits_conv_vae", api_name="/model_card")
     assert "| layer | type | parameters |" in card
@@ -85,7 +90,7 @@ def test_interpolate_sample_denoise_card(client):
 
 
 def test_diagnostics_through_the_server(client):
-    kl, variance, traversals, text = client.predict("digits_vae", api_name="/latent_usage")
+    kl, variance, traversals, _, text = client.predict("digits_vae", api_name="/latent_usage")
     assert kl["visible"] is True and is_plot(kl["value"])  # an update: the KL plot shows for a VAE
     assert is_plot(variance) and is_png(traversals) and "dimensions active" in text
     kl, *_ = client.predict("digits_ae", api_name="/latent_usage")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 THRESHOLD_RULES = ("percentile", "fpr", "iqr", "mad")
+DEFAULT_LEVELS = {"percentile": 95.0, "fpr": 0.05, "iqr": 1.5, "mad": 3.5}  # each rule's usual setting
 
 
 @dataclass
@@ -33,13 +34,13 @@ def choose_threshold(scores: np.ndarray, rule: str = "percentile", level: float 
     if not len(scores):
         raise ValueError("no scores to threshold")
     if rule == "percentile":
-        level = 95.0 if level is None else float(level)
+        level = DEFAULT_LEVELS[rule] if level is None else float(level)
         if not 0 <= level <= 100:
             raise ValueError(f"the percentile must be between 0 and 100, got {level:g}")
         value = float(np.percentile(scores, level))
         text = f"the {level:g}th percentile of the scores (flags the top {100 - level:g}%)"
     elif rule == "fpr":
-        level = 0.05 if level is None else float(level)
+        level = DEFAULT_LEVELS[rule] if level is None else float(level)
         if not 0 < level < 1:
             raise ValueError(f"the false-positive rate must be between 0 and 1, got {level:g}")
         if normal_scores is None or not len(normal_scores):
@@ -48,12 +49,12 @@ def choose_threshold(scores: np.ndarray, rule: str = "percentile", level: float 
         value = float(np.quantile(np.asarray(normal_scores, np.float64), 1 - level))
         text = f"flags {level:.1%} of the {len(normal_scores):,} held-out normal items (target false-positive rate)"
     elif rule == "iqr":
-        level = 1.5 if level is None else float(level)
+        level = DEFAULT_LEVELS[rule] if level is None else float(level)
         q1, q3 = np.percentile(scores, [25, 75])
         value = float(q3 + level * (q3 - q1))
         text = f"Tukey's fence: Q3 + {level:g} × IQR"
     elif rule == "mad":
-        level = 3.5 if level is None else float(level)
+        level = DEFAULT_LEVELS[rule] if level is None else float(level)
         median = float(np.median(scores))
         mad = 1.4826 * float(np.median(np.abs(scores - median)))
         value = median + level * mad

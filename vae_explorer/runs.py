@@ -104,6 +104,10 @@ class RunSpec:
             self.settings[name] = coerce(applicable[name], value)
         self.data = _coerced(self.data)
         self.data.check_kind()
+        if entry.cls.data_kind != self.data.kind():
+            takes = ", ".join(n for n, d in DATASETS.items() if d.kind.name == entry.cls.data_kind)
+            raise RunError(f"{self.model} takes {entry.cls.data_kind}s but {self.data.dataset} holds "
+                           f"{self.data.kind()}s; choose a model for it, or one of these datasets: {takes}")
         self.train = _coerced(self.train)
         config = self.model_config()
         for name in self.settings:

@@ -29,6 +29,7 @@ class DatasetEntry:
     load: Callable[..., Dataset]  # images: (root, download) -> Dataset; tables: (root, download, path, options)
     description: str
     needs_root: bool = False  # reads a folder the user names (--data-root)
+    needs_file: bool = False  # reads a file the user gives (--data; the page: an upload)
     trainable_from_page: bool = True
 
 
@@ -52,7 +53,7 @@ DATASETS: dict[str, DatasetEntry] = {
                              "a table: KDD Cup 99 network connections with categorical columns; normal ones are "
                              "the rare class"),
     "csv": DatasetEntry(TABLES, lambda root, download, path, options: load_table_file(path, options),
-                        "your own table: a CSV or Parquet file (--data)"),
+                        "your own table: a CSV or Parquet file (--data)", needs_file=True),
 }
 
 

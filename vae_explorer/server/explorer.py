@@ -8,6 +8,9 @@ the data kind (how to show, corrupt and read items); none checks a type.
 """
 from __future__ import annotations
 
+import hashlib
+import re
+import shutil
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,10 +30,12 @@ from ..models import MODELS, model_entry
 from ..runs import DataSpec, RunError, RunSpec, parse_settings, split_settings
 from ..training import TrainConfig
 from .catalog import Catalog, CatalogError, LoadedCheckpoint
-from .jobs import JobError, TrainingJobs
+from .jobs import TABLES_FOLDER, JobError, TrainingJobs
 from .umap_worker import UmapProjector
 
 MAX_SLIDERS = 8
+MAX_TABLE_UPLOAD = 10 * 1024 * 1024  # the page's upload limit (app.py's max_file_size)
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
 SAMPLE_GRID = 7  # 7×7
 MAX_TRAVERSALS = 16  # rows of latent traversals: the most used dimensions first
 TRAVERSAL_STEPS = np.linspace(-3, 3, 9)
@@ -115,6 +120,15 @@ class Explorer:
     def _scores(self, entry: LoadedCheckpoint) -> np.ndarray:
         """Anomaly scores of the test items: the reconstruction error in the kind's units, computed once."""
         return entry.cached("errors", lambda: reconstruction_errors(entry.model, self._data(entry).test_x, entry.kind))
+
+    def noise_kinds(self, name: str) -> list[str]:
+        """The corruptions the model's kind of data knows (images: noise; tables: missing or random cells)."""
+        return list(self.load(name).kind.noise_kinds)
+
+    def columns(self, name: str) -> list[str]:
+        """The columns of a table model's data (empty for images): the cells imputation may corrupt."""
+        data = self._data(self.load(name))
+        return list(data.kind.attributes(data.test_x))
 
     def map_colourings(self, name: str) -> list[str]:
         """What the map's points can be coloured by: the label, the anomaly score, and the data's attributes
@@ -537,10 +551,35 @@ class Explorer:
             raise ViewError(str(e)) from None
         return {name: getattr(entry.preset, name) for name in entry.settings()}
 
+    def keep_table(self, upload) -> str:
+        """Copy an uploaded table into the checkpoints folder's tables/ (named by its contents), where the
+        checkpoints trained on it find it again; returns the kept path."""
+        if not upload:
+            raise ViewError("the csv dataset trains on a table you upload: choose a CSV or Parquet file first")
+        source = Path(upload)
+        try:
+            size = source.stat().st_size
+            if size > MAX_TABLE_UPLOAD:
+                raise ViewError(f"{source.name}: {size / 2**20:.1f} MB is over the {MAX_TABLE_UPLOAD // 2**20} MB "
+                                "limit for tables uploaded here (train bigger ones with the CLI)")
+            digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+        except OSError:
+            raise ViewError(f"{source.name}: the upload could not be read") from None
+        folder = self.catalog.root / TABLES_FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = re.sub(r"[^A-Za-z0-9_-]+", "_", source.stem)[:40] or "table"
+        kept = folder / f"{stem}-{digest}{source.suffix.lower() if source.suffix.lower() in TABLE_SUFFIXES else '.csv'}"
+        if not kept.exists():
+            shutil.copyfile(source, kept)
+        return str(kept)
+
     def train_start(self, model: str = "vae", dataset: str = "digits", name: str = "", extra: str = "",
-                    **settings) -> str:
+                    table_file=None, **settings) -> str:
         """Start a background run. settings: values of model, data and training fields by name (the Train
-        tab's widgets; None = not given); extra: more of them as 'name=value' lines. The CLI's checks."""
+        tab's widgets; None = not given); extra: more of them as 'name=value' lines; table_file: an uploaded
+        table for the csv dataset. The CLI's checks."""
+        if table_file or (DATASETS.get(dataset) and DATASETS[dataset].needs_file and not settings.get("data_file")):
+            settings["data_file"] = self.keep_table(table_file)
         try:
             named = {**{k: v for k, v in settings.items() if v is not None}, **parse_settings(extra)}
             model_settings, data_fields, train_fields = split_settings(named)

@@ -31,6 +31,7 @@ from ..training import TrainEvent
 from .catalog import NAME_PATTERN
 
 MAX_EPOCHS = 1000
+TABLES_FOLDER = "tables"  # under the checkpoints folder: tables uploaded from the page, kept for their checkpoints
 MAX_CURVE_POINTS = 600
 
 
@@ -47,6 +48,9 @@ def validate_run(spec: RunSpec, name: str, checkpoint_dir: Path) -> tuple[RunSpe
             pickable = [n for n, d in DATASETS.items() if d.trainable_from_page]
             raise RunError(f"dataset {spec.data.dataset!r} cannot be trained from the page; choose one of: "
                            f"{', '.join(pickable)}")
+        if spec.data.data_file is not None and \
+                Path(spec.data.data_file).resolve().parent != (checkpoint_dir / TABLES_FOLDER).resolve():
+            raise RunError("the page trains on tables uploaded through it only: upload the file on the Train tab")
         if spec.train.epochs > MAX_EPOCHS:
             raise RunError(f"epochs must be at most {MAX_EPOCHS} on this server, got {spec.train.epochs}")
         spec.model_config(spec.load_data())  # the data exists and the model can be built for it
