@@ -273,13 +273,14 @@ def scorecard(model, data, seed: int = 0) -> dict:
     factors = data.test_factors.numpy()
     names = list(data.factor_names)
     result = dci(codes, factors, seed=seed)
+    gaps = mig_per_factor(codes, factors)
     best, share = best_factor_per_dim(codes, factors)
     std = codes.std(0, ddof=1)
     return {
         "items": len(codes),
         "factor_names": names,
-        "mig": mig(codes, factors),
-        "mig_per_factor": dict(zip(names, mig_per_factor(codes, factors).tolist())),
+        "mig": float(gaps.mean()),
+        "mig_per_factor": dict(zip(names, gaps.tolist())),
         "factor_vae": factor_vae_score(codes, factors, seed=seed),
         # What codes without information score on these items: 1/F on the full factor grid, more on a
         # subset such as the test split, where batches sharing a value keep drawing from the same few items.
