@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -68,6 +69,8 @@ TEST_FRACTION = 0.4
 PCA_VARIANCE = 0.9
 MIN_STEPS_PER_EPOCH = 8  # tiny tables get a smaller batch rather than one full-batch step per epoch
 MIN_BATCH = 16
+TYPINGS = {False: "every feature forced continuous (the baselines see them as numbers too)",
+           True: "inferred by the package (whole numbers with few distinct values become categorical)"}
 MONITOR_ROWS = 1000  # training rows fit evaluates after each epoch (its metrics are not used here)
 
 
@@ -232,9 +235,9 @@ Settings:
   set to the run's epochs). Training seed = split seed. Score: the row's negative log-likelihood under the
   decoded distribution (`reconstruction_errors`; for tabular_vae_notes a Gaussian of scale 1, i.e. half the
   squared error plus a constant).
-- Feature types: {'inferred by the package (whole numbers with few values become categorical)' if s['infer_types'] else 'every feature forced continuous (the baselines see them as numbers too)'}.
-- isolation_forest: scikit-learn IsolationForest, 100 trees, 256 samples per tree, random_state = split
-  seed, raw features; score = -score_samples.
+- Feature types: {TYPINGS[s['infer_types']]}.
+- isolation_forest: scikit-learn IsolationForest (defaults: 100 trees, min(256, rows) samples per tree),
+  random_state = split seed, raw features; score = -score_samples.
 - pca: standardized on the training split, components explaining {PCA_VARIANCE:.0%} of its variance;
   score = squared reconstruction error (standardized units).
 - {s['threads']} torch thread(s), CPU: {s['cpu']}, torch {s['torch']}, scikit-learn {s['sklearn']}; the machine's 2
@@ -244,6 +247,16 @@ Settings:
 Command: `{s['command']}`
 """
     return text
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return platform.machine()
 
 
 def main(argv=None) -> int:
@@ -277,7 +290,7 @@ def main(argv=None) -> int:
         print(f"{name}: {means} ({time.perf_counter() - t:.0f} s; {(time.perf_counter() - t0) / 60:.1f} min in all)",
               flush=True)
     settings = {"splits": args.splits, "steps": args.steps, "batch": args.batch, "threads": torch.get_num_threads(),
-                "infer_types": args.infer_types, "cpu": platform.processor() or platform.machine(),
+                "infer_types": args.infer_types, "cpu": cpu_name(),
                 "torch": torch.__version__, "sklearn": sklearn.__version__,
                 "wall_seconds": time.perf_counter() - t0, "finished": time.strftime("%Y-%m-%d %H:%M"),
                 "command": "python benchmarks/odds.py " + " ".join(argv if argv is not None else sys.argv[1:])}
