@@ -29,7 +29,7 @@ e.g. all 18 of lympho's ordinal codes and 98 of arrhythmia's columns categorical
 the script re-derives table_dataset's split and checks it against the Dataset's labels and
 values.
 
-    python benchmarks/odds.py                                    # the full run (~30 min on 2 cores)
+    python benchmarks/odds.py                                    # the full run (~25-30 min on 2 cores)
     python benchmarks/odds.py --splits 1 --tables glass,wbc --steps 50   # a smoke run, seconds
 
 Writes benchmarks/results/odds.md (and odds.json with every split's numbers); a smoke run
@@ -190,7 +190,8 @@ def run_table(root: Path, name: str, args) -> dict:
 def markdown(results: dict, settings: dict) -> str:
     means = {t: {m: statistics.fmean(r[m]["auc"]) for m in METHODS} for t, r in results.items()}
     medians = {m: statistics.median(means[t][m] for t in results) for m in METHODS}
-    wins = {m: sum(means[t][m] == max(means[t].values()) for t in results) for m in METHODS}
+    # Best = the highest as shown (3 decimals), so equal-looking values are bold alike and share the win.
+    wins = {m: sum(round(means[t][m], 3) == round(max(means[t].values()), 3) for t in results) for m in METHODS}
     seconds = {m: sum(r[m]["seconds"] for r in results.values()) for m in METHODS}
     best_deep = max(DEEP, key=lambda m: medians[m])
 
@@ -198,8 +199,9 @@ def markdown(results: dict, settings: dict) -> str:
         return "| " + " | ".join(cells) + " |"
 
     def bold_best(values: dict[str, float], fmt: str = "{:.3f}") -> list[str]:
-        top = max(values.values())
-        return [f"**{fmt.format(values[m])}**" if values[m] == top else fmt.format(values[m]) for m in METHODS]
+        top = fmt.format(max(values.values()))
+        return [f"**{fmt.format(values[m])}**" if fmt.format(values[m]) == top else fmt.format(values[m])
+                for m in METHODS]
 
     lines = [row(["table", "rows", "d", "outliers", "batch", *METHODS]),
              row(["---", "---:", "---:", "---:", "---:", *["---:"] * len(METHODS)])]
@@ -208,7 +210,7 @@ def markdown(results: dict, settings: dict) -> str:
         lines.append(row([t, f"{r['rows']:,}", str(r["features"]), f"{r['outliers']:.1%}", str(batch),
                           *bold_best(means[t])]))
     lines.append(row([f"**median of {len(results)}**", "", "", "", "", *bold_best(medians)]))
-    lines.append(row(["tables won (ties count for each)", "", "", "", "", *[str(wins[m]) for m in METHODS]]))
+    lines.append(row(["tables best (ties count for each)", "", "", "", "", *[str(wins[m]) for m in METHODS]]))
     lines.append(row(["seconds (fit + score, all splits)", "", "", "", "", *[f"{seconds[m]:.0f}" for m in METHODS]]))
     table = "\n".join(lines)
     met = medians[best_deep] >= medians["isolation_forest"]
