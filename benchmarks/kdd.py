@@ -19,7 +19,8 @@ model-space features (standardized continuous columns and one-hot categories), s
     python benchmarks/kdd.py --seeds 1 --epochs 1 --models tabular_ae --no-baselines   # a smoke run
 
 Writes benchmarks/results/kdd.md (and kdd.json with every seed's numbers); a run with other
-than 5 seeds writes kdd_smoke.md unless --out is given. One torch thread by default.
+than 5 seeds writes kdd_smoke.md / .json in the system's temporary folder instead, unless --out
+is given. One torch thread by default.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -167,8 +169,9 @@ def main(argv=None) -> int:
         p.error("--seeds and --epochs must be at least 1, and --models must name a model")
     methods = models + ([] if args.no_baselines else list(BASELINES))
     root = Path(args.root) if Path(args.root).is_absolute() else ROOT / args.root
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / ("kdd.md" if args.seeds == 5 else
-                                                                            "kdd_smoke.md")
+    full = args.seeds == 5
+    default = ROOT / "benchmarks" / "results" / "kdd.md" if full else Path(tempfile.gettempdir()) / "kdd_smoke.md"
+    out = Path(args.out) if args.out else default
     torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()

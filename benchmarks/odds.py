@@ -32,9 +32,9 @@ values.
     python benchmarks/odds.py                                    # the full run (~25-30 min on 2 cores)
     python benchmarks/odds.py --splits 1 --tables glass,wbc --steps 50   # a smoke run, seconds
 
-Writes benchmarks/results/odds.md (and odds.json with every split's numbers); a smoke run
-(fewer splits or tables than the full set) writes odds_smoke.md / odds_smoke.json unless --out
-is given. One torch thread by default (--threads).
+Writes benchmarks/results/odds.md (and odds.json with every split's numbers); a smaller run
+(fewer splits or tables than the full set) writes odds_smoke.md / .json in the system's temporary
+folder instead, unless --out is given. One torch thread by default (--threads).
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -278,7 +279,8 @@ def main(argv=None) -> int:
         p.error(f"unknown tables {unknown}" if unknown else "--splits and --steps must be at least 1")
     root = Path(args.root) if Path(args.root).is_absolute() else ROOT / args.root
     full = args.splits >= 10 and set(tables) == set(TABLES)
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / ("odds.md" if full else "odds_smoke.md")
+    default = ROOT / "benchmarks" / "results" / "odds.md" if full else Path(tempfile.gettempdir()) / "odds_smoke.md"
+    out = Path(args.out) if args.out else default
     torch.set_num_threads(args.threads)
 
     import sklearn
