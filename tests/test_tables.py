@@ -245,3 +245,10 @@ def test_page_training_refuses_mismatched_models_and_foreign_files(explorer, tmp
     frame(50).to_csv(outside, index=False)
     with pytest.raises(ViewError, match="uploaded through it"):
         explorer.train_start("tabular_vae", "csv", epochs=1, data_file=str(outside))
+
+
+def test_rows_take_index_lists_and_boolean_masks(table):
+    rows = table.test_x
+    mask = np.zeros(len(rows), bool)
+    mask[[2, 5]] = True
+    assert torch.equal(rows[mask].cat, rows[[2, 5]].cat) and torch.equal(rows[torch.from_numpy(mask)].cat, rows[[2, 5]].cat)

@@ -127,7 +127,9 @@ class Rows:
         if isinstance(index, int):
             index = slice(index, index + 1 if index != -1 else None)
         elif not isinstance(index, slice):
-            index = torch.as_tensor(np.asarray(index) if not torch.is_tensor(index) else index, dtype=torch.long)
+            index = torch.as_tensor(np.asarray(index) if not torch.is_tensor(index) else index)
+            # A boolean mask selects where it is True; cast to long it would pick rows 0 and 1.
+            index = index.nonzero().squeeze(1) if index.dtype == torch.bool else index.long()
         return self._map(lambda t: t[index])
 
     def index_select(self, dim: int, index: torch.Tensor) -> "Rows":
