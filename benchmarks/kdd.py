@@ -25,8 +25,6 @@ is given. One torch thread by default.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import tempfile
@@ -40,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.reporting import cpu_name, write_report  # noqa: E402
 from vae_explorer.anomaly import choose_threshold, detection_report  # noqa: E402
 from vae_explorer.data.table_sets import KDD_CATEGORICAL, TableOptions, kdd_frame, table_dataset  # noqa: E402
 from vae_explorer.latent import reconstruction_errors  # noqa: E402
@@ -143,14 +142,6 @@ Command: `{s['command']}`
 """
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return "CPU"
 
 
 def main(argv=None) -> int:
@@ -206,14 +197,7 @@ def main(argv=None) -> int:
                 "cpu": cpu_name(), "torch": torch.__version__, **facts,
                 "wall_seconds": time.perf_counter() - t0, "finished": time.strftime("%Y-%m-%d %H:%M"),
                 "command": "python benchmarks/kdd.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    text = markdown(results, settings)
-    print()
-    print(text)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    out.with_suffix(".json").write_text(json.dumps({"settings": settings, "results": results}, indent=1) + "\n")
-    print(f"wrote {out} and {out.with_suffix('.json').name}")
-    return 0
+    return write_report(markdown(results, settings), {"settings": settings, "results": results}, out)
 
 
 if __name__ == "__main__":

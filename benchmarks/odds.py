@@ -39,10 +39,7 @@ folder instead, unless --out is given. One torch thread by default (--threads).
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -56,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.reporting import cpu_name, write_report  # noqa: E402
 from vae_explorer.data.table_sets import TableOptions, table_dataset  # noqa: E402
 from vae_explorer.latent import reconstruction_errors  # noqa: E402
 from vae_explorer.models import build_model  # noqa: E402
@@ -252,14 +250,6 @@ Command: `{s['command']}`
     return text
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def main(argv=None) -> int:
@@ -298,14 +288,7 @@ def main(argv=None) -> int:
                 "torch": torch.__version__, "sklearn": sklearn.__version__,
                 "wall_seconds": time.perf_counter() - t0, "finished": time.strftime("%Y-%m-%d %H:%M"),
                 "command": "python benchmarks/odds.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    text = markdown(results, settings)
-    print()
-    print(text)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    out.with_suffix(".json").write_text(json.dumps({"settings": settings, "results": results}, indent=1) + "\n")
-    print(f"wrote {out} and {out.with_suffix('.json').name}")
-    return 0
+    return write_report(markdown(results, settings), {"settings": settings, "results": results}, out)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
+from benchmarks.reporting import cpu_name, write_report  # noqa: E402
 from vae_explorer.data.table_sets import KDD_CATEGORICAL, TableOptions, kdd_frame, table_dataset  # noqa: E402
 from vae_explorer.metrics import evaluate  # noqa: E402
 from vae_explorer.models import build_model  # noqa: E402
@@ -538,14 +539,6 @@ Command: `{s['command']}`
 """
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return "CPU"
 
 
 def main(argv=None) -> int:
@@ -566,7 +559,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
-        return write(markdown(saved["results"], saved["settings"]), saved, Path(args.out))
+        return write_report(markdown(saved["results"], saved["settings"]), saved, Path(args.out))
     if min(args.repeats, args.loss_epochs, args.loss_seeds, args.phase_steps, args.profile_steps) < 1:
         p.error("--repeats, --loss-epochs, --loss-seeds, --phase-steps and --profile-steps must be at least 1")
     root = Path(args.root) if Path(args.root).is_absolute() else ROOT / args.root
@@ -609,17 +602,9 @@ def measure(args, root: Path, command: str) -> int:
                 "profile_steps": args.profile_steps, "cpu": cpu_name(), "torch": torch.__version__,
                 "wall_seconds": time.perf_counter() - t0, "finished": time.strftime("%Y-%m-%d %H:%M"),
                 "command": command}
-    return write(markdown(results, settings), {"settings": settings, "results": results}, Path(args.out))
+    return write_report(markdown(results, settings), {"settings": settings, "results": results}, Path(args.out))
 
 
-def write(text: str, saved: dict, out: Path) -> int:
-    print()
-    print(text)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    out.with_suffix(".json").write_text(json.dumps(saved, indent=1) + "\n")
-    print(f"wrote {out} and {out.with_suffix('.json').name}")
-    return 0
 
 
 if __name__ == "__main__":

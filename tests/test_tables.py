@@ -57,15 +57,12 @@ def test_columns_are_typed_split_and_encoded(table):
 
 
 def test_missing_values_and_unseen_categories():
-    df = frame()
-    train_rows = np.arange(len(df))
-    data = table_dataset(df, "toy", TableOptions(ignore_columns=("id", "label")))
-    rows = data.train_x if 3 in train_rows else data.test_x
+    data = table_dataset(frame(), "toy", TableOptions(ignore_columns=("id", "label")))
     all_rows = TABLES.concat([data.train_x, data.test_x])
     assert torch.isnan(all_rows.cont).sum() == 1  # the one missing number stays missing (NaN), not imputed
     assert (all_rows.cat[:, 0] == MISSING).sum() == 1  # the missing colour gets the "(missing)" index
     from vae_explorer.data.table_sets import encode_rows
-    new = encode_rows(pd.DataFrame({"a": [0.0], "b": [1.0], "colour": ["purple"], "level": [7]}), rows.schema)
+    new = encode_rows(pd.DataFrame({"a": [0.0], "b": [1.0], "colour": ["purple"], "level": [7]}), data.train_x.schema)
     assert new.cat.tolist() == [[UNKNOWN, UNKNOWN]]  # never seen in training
 
 
@@ -114,8 +111,7 @@ def test_bad_tables_get_a_clear_message(tmp_path, case, expected):
 
 def test_type_overrides():
     df = frame()
-    data = table_dataset(df, "toy", TableOptions(ignore_columns=("id", "label"), categorical=("b",) if False else (),
-                                                 continuous=("level",)))
+    data = table_dataset(df, "toy", TableOptions(ignore_columns=("id", "label"), continuous=("level",)))
     assert [c.name for c in data.train_x.schema.continuous] == ["a", "b", "level"]
     with pytest.raises(DatasetError, match="'colour' cannot be continuous"):
         table_dataset(df, "toy", TableOptions(ignore_columns=("id", "label"), continuous=("colour",)))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ class TableOptions:
     header: str = "auto"  # auto | yes | no
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TableOptions":
@@ -361,13 +361,12 @@ def load_kddcup99(root: str | None = None, download: bool = True, options: Table
     literature (DAGMM), "normal." connections (about 20%) are the anomalies."""
     frame = kdd_frame(root, download)
     options = options or TableOptions()
-    options = TableOptions(**{**options.__dict__, "categorical": tuple(options.categorical) or KDD_CATEGORICAL})
+    options = replace(options, categorical=options.categorical or KDD_CATEGORICAL)
     return table_dataset(frame, "kddcup99", _with_label(options, "label", ("normal.",)))
 
 
 def _with_label(options: TableOptions, label: str, anomaly: tuple[str, ...]) -> TableOptions:
-    return TableOptions(**{**options.__dict__, "label_column": options.label_column or label,
-                           "anomaly_label": options.anomaly_label or anomaly})
+    return replace(options, label_column=options.label_column or label, anomaly_label=options.anomaly_label or anomaly)
 
 
 def load_table_file(path: str | None, options: TableOptions | None = None) -> Dataset:

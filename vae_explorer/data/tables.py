@@ -218,7 +218,7 @@ class TableKind:
     @staticmethod
     def model_settings(items: Rows) -> dict:
         """A table model's input: its columns (with their standardization and categories)."""
-        return {"input_shape": (items.shape[1],), "schema": _freeze(items.schema.to_list())}
+        return {"input_shape": (items.shape[1],), "schema": as_tuples(items.schema.to_list())}
 
     @staticmethod
     def column_errors(recon: Rows, x: Rows) -> torch.Tensor:
@@ -369,12 +369,12 @@ def _column_mask(schema: Schema, columns: list[str] | None) -> torch.Tensor:
     return torch.tensor([n in columns for n in names])
 
 
-def _freeze(v):
+def as_tuples(v):
     """Lists -> tuples, recursively (configs compare equal after a JSON round trip)."""
-    return tuple(_freeze(e) for e in v) if isinstance(v, (list, tuple)) else v
+    return tuple(as_tuples(e) for e in v) if isinstance(v, (list, tuple)) else v
 
 
 TABLES = TableKind()
 
 
-__all__ = ["Column", "MISSING", "RESERVED", "Rows", "Schema", "TABLES", "TableKind", "UNKNOWN", "column_errors"]
+__all__ = ["Column", "MISSING", "as_tuples", "RESERVED", "Rows", "Schema", "TABLES", "TableKind", "UNKNOWN", "column_errors"]

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.tables import MISSING, Rows, Schema
+from ..data.tables import MISSING, Rows, Schema, as_tuples
 from .base import Autoencoder, ModelConfig, ModelOutput, SampleSource, setting
 from .distributions import DiagonalGaussian
 from .vae import FITTED_VAE, PRIOR
@@ -53,7 +53,7 @@ class TableModelConfig(ModelConfig):
     def __post_init__(self):
         super().__post_init__()
         self.hidden = tuple(int(v) for v in self.hidden)
-        self.schema = _freeze(self.schema)
+        self.schema = as_tuples(self.schema)  # JSON gives lists; tuples keep configs comparable
         if not self.hidden:
             raise ValueError("a table model needs at least one hidden layer")
         if self.embedding_dim < 1:
@@ -79,9 +79,6 @@ class TableVAEConfig(TableModelConfig):
         if self.beta < 0 or self.noise_scale < 0:
             raise ValueError("beta and noise_scale must be >= 0")
 
-
-def _freeze(v):
-    return tuple(_freeze(e) for e in v) if isinstance(v, (list, tuple)) else v
 
 
 def _stack(sizes: list[int], batch_norm: bool) -> nn.Sequential:
