@@ -76,3 +76,9 @@ def app_server(tmp_path_factory):
     ex = Explorer(copy_checkpoints(tmp_path_factory.mktemp("served-checkpoints")))
     with serve(ex) as url:
         yield url, ex
+
+
+def shown(output):
+    """An image output as a client gets it: a file path, or an update (a dict) whose value is one. Item views
+    come as updates because the page shows each item either as an image or, for table rows, as a table."""
+    return output["value"] if isinstance(output, dict) else output

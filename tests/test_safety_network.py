@@ -302,7 +302,7 @@ def test_no_outside_connection_is_attempted_in_process(monkeypatch, explorer):
             assert '"Test image **3**' in _sse_result(http, base, "select_point", ["digits_ae", "digits_vae", 3])
             assert "event: complete" in _sse_result(http, base, "sample", ["digits_vae", 1.0, 0])
             assert "digits_vae" in _sse_result(http, base, "model_card", ["digits_vae"])
-            assert "digits_vae" in _sse_result(http, base, "latent_map", ["digits_ae", "digits_vae", "auto", 0])
+            assert "digits_vae" in _sse_result(http, base, "latent_map", ["digits_ae", "digits_vae", "auto", 0, "label"])
     finally:
         demo.close()
     assert attempts == [], attempts

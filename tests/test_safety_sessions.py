@@ -15,6 +15,8 @@ from PIL import Image
 
 from vae_explorer import load_checkpoint
 
+from .conftest import shown
+
 TRAIN_ARGS = ("ae", "digits", 2, None, "bernoulli", 0.0, 1000, 1e-3, 128, "cpu")  # then the name and extra settings
 
 
@@ -142,6 +144,7 @@ def _png(path, size, value):
 
 
 def _pixels(path_or_image) -> np.ndarray:
+    path_or_image = shown(path_or_image)
     return np.asarray(Image.open(path_or_image) if isinstance(path_or_image, str) else path_or_image)
 
 
@@ -164,13 +167,13 @@ def test_sessions_see_only_their_own_choices(app_server, tmp_path):
     def session(key):
         c, mine, seen = clients[key], choices[key], []
         for i in mine["points"]:
-            index, _, left, _, caption = c.predict(mine["left"], mine["right"], i, api_name="/select_point")
+            index, _, left, _, _, caption = c.predict(mine["left"], mine["right"], i, api_name="/select_point")
             seen.append(("point", i, index, _pixels(left), caption))
-            clean, _, _, text = c.predict([mine["denoiser"]], 0, handle_file(mine["upload"]), "gaussian", 0.4, i,
+            clean, _, _, _, text = c.predict([mine["denoiser"]], 0, handle_file(mine["upload"]), "gaussian", 0.4, i,
                                           api_name="/denoise")
             seen.append(("denoise", i, _pixels(clean), text))
             sliders = c.predict(mine["slider_model"], i, api_name="/slider_setup")
-            seen.append(("sliders", i, _pixels(sliders[-2]), sliders[-1]))
+            seen.append(("sliders", i, _pixels(sliders[-3]), sliders[-1]))
         return seen
 
     results = _together(lambda: session("a"), lambda: session("b"))
@@ -204,5 +207,5 @@ def test_a_new_session_starts_from_the_defaults_not_from_others_choices(app_serv
     url, _ = app_server
     busy = _client(url)
     busy.predict("digits_conv_ae", "digits_beta_vae", 123, api_name="/select_point")
-    index, _, _, _, caption = _client(url).predict(api_name="/select_point")
+    index, _, _, _, _, caption = _client(url).predict(api_name="/select_point")
     assert index == 0 and "Test image **0**" in caption and "digits_ae" in caption and "digits_conv_ae" not in caption

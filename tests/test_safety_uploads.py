@@ -22,7 +22,7 @@ from vae_explorer import build_model, save_checkpoint
 from vae_explorer.data.images import MAX_UPLOAD_BYTES, UploadError, load_upload
 from vae_explorer.server import Explorer, ViewError
 
-from .conftest import copy_checkpoints, serve
+from .conftest import copy_checkpoints, serve, shown
 
 GREY, RGB = (1, 8, 8), (3, 8, 8)
 RGB_MODEL = "tiny_rgb_ae"
@@ -320,10 +320,10 @@ def test_server_shows_the_conversion(server, uploads, name):
     from gradio_client import handle_file
 
     client, _ = server
-    clean, _, outputs, text = client.predict(["digits_ae"], 0, handle_file(str(uploads[name])), "gaussian", 0.3, 0,
-                                             api_name="/denoise")
+    clean, _, outputs, _, text = client.predict(["digits_ae"], 0, handle_file(str(uploads[name])), "gaussian", 0.3,
+                                                0, api_name="/denoise")
     assert CONVERTED[name] in text
-    assert Image.open(clean).size == (128, 128) and len(outputs) == 2
+    assert Image.open(shown(clean)).size == (128, 128) and len(shown(outputs)) == 2
     _still_serving(client)
 
 
@@ -332,9 +332,9 @@ def test_server_rgb_model_takes_grey_and_colour(server, uploads):
 
     client, _ = server
     for name in ("grey.png", "one_pixel.png", "rgba.png"):
-        clean, _, _, text = client.predict([RGB_MODEL], 0, handle_file(str(uploads[name])), "gaussian", 0.2, 0,
-                                           api_name="/denoise")
-        assert "→ RGB 8×8" in text and Image.open(clean).mode == "RGB", name
+        clean, _, _, _, text = client.predict([RGB_MODEL], 0, handle_file(str(uploads[name])), "gaussian", 0.2, 0,
+                                              api_name="/denoise")
+        assert "→ RGB 8×8" in text and Image.open(shown(clean)).mode == "RGB", name
     _still_serving(client)
 
 
