@@ -260,6 +260,7 @@ BAD_SETTINGS = [
     ({"seed": 2**70}, "seed must be a whole number from 0 to 2^63 - 1"),
     ({"seed": -1}, "seed must be a whole number from 0 to 2^63 - 1"),
     ({"beta": -1.0}, "beta must be >= 0"),
+    ({"beta": float("nan")}, "beta must be a finite number"),
     ({"noise_std": -0.1}, "noise_std does not apply to model vae"),
     ({"model": "gan"}, "unknown model 'gan'"),
     ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),

@@ -66,7 +66,11 @@ class RunSpec:
             self.settings[name] = coerce(applicable[name], value)
         self.data = _coerced(self.data)
         self.train = _coerced(self.train)
-        config = self.model_config()
+        config = self.model_config()  # the model's own checks first: their words say what a setting is for
+        for name, value in self.settings.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                # NaN and ±inf pass a config's "< 0" checks (every comparison with NaN is false).
+                raise RunError(f"{name} must be a finite number, got {value}")
         for name in self.settings:
             for other, wanted in applicable[name].metadata.get("only_with", {}).items():
                 if getattr(config, other) != wanted:
@@ -164,10 +168,11 @@ def _coerce(name: str, kind: type, optional: bool, choices, value):
                 raise ValueError
             out = bool(value)
         elif kind is int:
-            number = float(value.strip()) if isinstance(value, str) else value
-            if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number) \
-                    or not float(number).is_integer():
-                raise RunError(f"{name} must be a whole number, got {value!r}")
+            number = _parse_number(value) if isinstance(value, str) else value
+            # An int is whole at any size (float() of 2^1100 would overflow); a float must be finite and whole.
+            if isinstance(number, bool) or not (isinstance(number, int) or (
+                    isinstance(number, float) and math.isfinite(number) and number.is_integer())):
+                raise RunError(f"{name} must be a whole number, got {_short(value)}")
             out = int(number)
         elif kind is float:
             if isinstance(value, bool):
@@ -188,10 +193,25 @@ def _coerce(name: str, kind: type, optional: bool, choices, value):
     except RunError:
         raise
     except (ValueError, TypeError, OverflowError):
-        raise RunError(f"{name} must be {_describe(kind)}, got {value!r}") from None
+        raise RunError(f"{name} must be {_describe(kind)}, got {_short(value)}") from None
     if choices is not None and out not in choices:
         raise RunError(f"unknown {name} {out!r}; choose one of: {', '.join(map(str, choices))}")
     return out
+
+
+def _parse_number(text: str) -> int | float:
+    """Text as an int when it is one (exact, however long: "1180591620717411303424"), else as a float."""
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _short(value) -> str:
+    """A value for a message, cut short: a client may send a number of thousands of digits."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _describe(kind) -> str:
