@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import functools
 import logging
+import math
 import os
 import random
 import sys
@@ -30,6 +31,7 @@ from vae_explorer.data import DATASETS, IMAGES  # noqa: E402
 from vae_explorer.data.images import MAX_UPLOAD_BYTES  # noqa: E402
 from vae_explorer.devices import device_choices  # noqa: E402
 from vae_explorer.latent import PROJECTIONS  # noqa: E402
+from vae_explorer.memory import MEMORY_SHARE  # noqa: E402
 from vae_explorer.models import LIKELIHOODS, MODELS, load_plugins  # noqa: E402
 from vae_explorer.server import MAX_SLIDERS, Explorer, ViewError, number_input  # noqa: E402
 
@@ -574,7 +576,15 @@ def parse_args(argv=None):
     p.add_argument("--auth", metavar="USER:PASSWORD", default=None,
                    help="require this login (use it with --host 0.0.0.0)")
     p.add_argument("--no-umap-warmup", action="store_true", help="do not compile UMAP in the background at start")
-    return p.parse_args(argv)
+    p.add_argument("--train-memory-limit", metavar="GB", type=float, default=None,
+                   help=f"memory one training run from the page may use, RAM or GPU memory (default: "
+                        f"{MEMORY_SHARE:.0%} of what is free when it starts); a run estimated to need more is refused "
+                        "with the estimate")
+    args = p.parse_args(argv)
+    if args.train_memory_limit is not None and not (math.isfinite(args.train_memory_limit)
+                                                    and args.train_memory_limit > 0):
+        p.error(f"--train-memory-limit must be a positive number of GB, got {args.train_memory_limit}")
+    return args
 
 
 def main(argv=None) -> None:
@@ -582,7 +592,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)  # small decodes are fastest single-threaded; requests run in parallel threads
-    explorer = Explorer(args.checkpoints, args.data_root)
+    explorer = Explorer(args.checkpoints, args.data_root, train_memory_limit=args.train_memory_limit)
     demo = build_app(explorer)
     try:
         auth = tuple(args.auth.split(":", 1)) if args.auth else None

@@ -32,7 +32,7 @@ MAY_BE_ACCEPTED = {"2^70", "null"}
 LEAKS = ("Original error", "object at 0x", "Traceback", "Something went wrong", "Error:", "<class", "not supported "
          "between", "could not convert", "cannot convert", "NoneType", "Could not preprocess", "unexpected")
 # A clear refusal says what was expected (or names the setting that was wrong).
-EXPECTED = re.compile(r"must be|out of range|at most|at least|larger than|does not apply|needs|choose")
+EXPECTED = re.compile(r"must be|out of range|at most|at least|larger than|too large|does not apply|needs|choose")
 # /train_start with every setting valid ends at its last check, the checkpoint name: nothing starts.
 TAKEN_NAME = "digits_vae"
 ACCEPTED_TRAINING = f"a checkpoint named '{TAKEN_NAME}' exists already"
@@ -205,3 +205,15 @@ def test_a_call_with_values_missing_names_the_inputs(server):
         kind, answer = call(http, url, endpoint, defaults(endpoint, params)[:first_number])
         assert kind == "error" and f"this call needs {len(params)} values" in answer, (endpoint, answer)
         assert not any(leak in answer for leak in LEAKS), answer
+
+
+def test_a_training_too_big_for_the_memory_is_refused_from_the_page_at_once(server):
+    url, http, endpoints = server
+    params = endpoints["/train_start"]["parameters"]
+    tokens = defaults("/train_start", params)
+    tokens[[p["parameter_name"] for p in params].index("latent_dim")] = "10000000"
+    t0 = time.perf_counter()
+    kind, answer = call(http, url, "/train_start", tokens)
+    assert time.perf_counter() - t0 < 5.0
+    assert kind == "error" and answer.startswith("this run needs at least 123.2 GB (parameters 30.8 GB"), answer
+    assert answer.endswith("or a larger limit with the server's --train-memory-limit (its operator sets it)"), answer

@@ -255,6 +255,9 @@ BAD_SETTINGS = [
     ({"latent_dim": 0}, "latent_dim must be at least 1"),
     ({"latent_dim": 2.5}, "latent_dim must be a whole number"),
     ({"latent_dim": 1e400}, "latent_dim must be a whole number"),
+    # Memory: parameters, gradients and Adam's moments alone are over 100 GB; refused before anything is allocated.
+    ({"latent_dim": 10_000_000}, "this run needs at least 123.2 GB (parameters 30.8 GB"),
+    ({"latent_dim": 2**70}, f"vae cannot be built with these settings (latent_dim={2**70}): a size is too large"),
     ({"batch_size": 100_000}, "larger than the 1438 training images"),
     ({"epochs": 0}, "epochs must be at least 1"),
     ({"seed": 2**70}, "seed must be a whole number from 0 to 2^63 - 1"),

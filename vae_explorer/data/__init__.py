@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .dataset import DataKind, Dataset, DatasetError
-from .image_sets import load_digits, load_folder, load_torchvision, resize
+from .image_sets import folder_size, load_digits, load_folder, load_torchvision, resize
 from .images import IMAGES
 from .sprites import load_sprites
 
@@ -28,6 +28,9 @@ class DatasetEntry:
     description: str
     needs_root: bool = False  # reads a folder the user names (--data-root)
     trainable_from_page: bool = True
+    # (root, image_size, channels) -> (items, bytes as stored) from the files' count, before reading any; None
+    # where it cannot tell. For datasets whose size is not known in advance (the built-in ones are).
+    stored_bytes: Callable[..., tuple[int, int] | None] | None = None
 
 
 DATASETS: dict[str, DatasetEntry] = {
@@ -42,7 +45,7 @@ DATASETS: dict[str, DatasetEntry] = {
     "folder": DatasetEntry(IMAGES, lambda root, download, image_size=None, channels=None:
                            load_folder(root, image_size or 32, channels),
                            "your own folder of images (sub-folders become labels)", needs_root=True,
-                           trainable_from_page=False),
+                           trainable_from_page=False, stored_bytes=folder_size),
 }
 
 

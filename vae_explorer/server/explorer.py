@@ -56,11 +56,11 @@ class Explorer:
     """
 
     def __init__(self, checkpoint_dir: str | Path = "checkpoints", data_root: str | None = None,
-                 projection_cache: str | Path | None = None):
+                 projection_cache: str | Path | None = None, train_memory_limit: float | None = None):
         self.catalog = Catalog(checkpoint_dir, data_root)
         self.umap = UmapProjector(projection_cache if projection_cache is not None
                                   else Path(checkpoint_dir) / "projections")
-        self.jobs = TrainingJobs(checkpoint_dir, data_root)
+        self.jobs = TrainingJobs(checkpoint_dir, data_root, memory_limit=train_memory_limit)
         self._baselines: dict[tuple, PCABaseline] = {}
         self._lock = threading.Lock()
 
