@@ -205,8 +205,8 @@ def map_tab(page: Page) -> None:
         note = gr.Markdown(elem_classes="caption")
         with gr.Row():
             index = CheckedNumber(value=0, precision=0, minimum=0, label="Selected test item (index)",
-                              info="Click a point on either map, or type an index and press Enter.",
-                              elem_id="map_index")
+                                  info="Click a point on either map, or type an index and press Enter.",
+                                  elem_id="map_index")
             random_btn = gr.Button("Random item", scale=0)
         with gr.Row():
             sel_input = gr.Image(label="Input", format="png", elem_id="sel_input", height=160)
@@ -309,7 +309,7 @@ def sliders_tab(page: Page) -> None:
                 # Wide bounds until the model's ranges arrive, so API calls without a session
                 # (which keep these bounds) are not refused for a code beyond ±3.
                 sliders = [CheckedSlider(-1000, 1000, value=0, step=0.001, label=f"z[{i}]", visible=i < 2,
-                                     elem_id=f"slider_{i}") for i in range(MAX_SLIDERS)]
+                                         elem_id=f"slider_{i}") for i in range(MAX_SLIDERS)]
             with gr.Column(scale=1):
                 image = gr.Image(label="Decoded", format="png", elem_id="sl_image", height=220)
                 text = gr.Markdown(elem_classes="caption")
@@ -371,7 +371,7 @@ def sample_tab(page: Page) -> None:
         with gr.Row():
             model = page.picker("Model", page.default("digits_vae"), elem_id="sa_model")
             temperature = CheckedSlider(0.1, 3.0, value=1.0, step=0.05, label="Temperature",
-                                    info="scales the spread of z (quantized codes: flattens their frequencies)")
+                                        info="scales the spread of z (quantized codes: flattens their frequencies)")
             seed = CheckedNumber(value=0, precision=0, label="Seed")
             button = gr.Button("Sample 7×7", variant="primary", elem_id="sa_button")
         with gr.Row():
@@ -403,7 +403,7 @@ def denoise_tab(page: Page) -> None:
         with gr.Row():
             noise = gr.Radio(list(IMAGES.noise_kinds), value="gaussian", label="Noise")
             level = CheckedSlider(0, 1, value=0.5, step=0.01, label="Noise level",
-                              info="gaussian: std; masking, salt-and-pepper: fraction of pixels")
+                                  info="gaussian: std; masking, salt-and-pepper: fraction of pixels")
             seed = CheckedNumber(value=0, precision=0, label="Noise seed")
         with gr.Row():
             clean = gr.Image(label="Clean (at the model's input size)", format="png", elem_id="de_clean", height=160)
@@ -457,7 +457,7 @@ def train_tab(page: Page) -> None:
             beta = CheckedNumber(value=1.0, minimum=0, label="β (KL weight)", elem_id="tr_beta")
             likelihood = gr.Dropdown(list(LIKELIHOODS), value="bernoulli", label="Likelihood")
             noise = CheckedNumber(value=None, minimum=0, label="Input noise std (denoising)", visible=False,
-                              elem_id="tr_noise")
+                                  elem_id="tr_noise")
         with gr.Row():
             epochs = CheckedNumber(value=20, precision=0, minimum=1, label="Epochs", elem_id="tr_epochs")
             lr = CheckedNumber(value=1e-3, label="Learning rate", elem_id="tr_lr")

@@ -20,10 +20,12 @@ MEMORY_SHARE = 0.5  # of what is free: a shared machine keeps the rest for the p
 GB = 10**9  # the unit of limits and messages (decimal, as `free` and disk sizes print)
 EVAL_BATCH = 500  # metrics.evaluate's batch
 PROBE_ITEMS = (2, 4)  # activation probes: two sizes, so a part that does not grow with the batch shows up
-# Peaks beyond the tensors counted, in units of the largest one, from peak RSS on a CPU: a training step's
-# backward pass holds gradients and the convolutions' im2col buffers (a conv AE: 4 more); evaluation holds
-# about 4 at once (3.6-3.8 for an MLP VAE with a wide code and a conv VAE, led by the IWAE bound's decodes).
-STEP_TENSORS = 4
+# Peaks in units of the largest tensor, from the peak RSS of CPU training processes (tests/test_memory.py):
+# a training step's backward pass holds gradients and the convolutions' im2col buffers beyond what the
+# forward pass saved (a conv AE: about 2.5 more); evaluation holds about 3.5 at once (an MLP VAE with a wide
+# code, a conv VAE: both led by the IWAE bound's decodes). Rounded up: a run refused wrongly can be given a
+# limit, one accepted wrongly dies mid-epoch.
+STEP_TENSORS = 3
 EVAL_TENSORS = 4
 
 

