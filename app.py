@@ -9,8 +9,10 @@ unless --share is given, and makes no outside requests (no analytics, no CDN).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
+import math
 import os
 import random
 import sys
@@ -30,8 +32,9 @@ from vae_explorer.data import DATASETS, IMAGES  # noqa: E402
 from vae_explorer.data.images import MAX_UPLOAD_BYTES  # noqa: E402
 from vae_explorer.devices import device_choices  # noqa: E402
 from vae_explorer.latent import PROJECTIONS  # noqa: E402
+from vae_explorer.memory import MEMORY_SHARE  # noqa: E402
 from vae_explorer.models import LIKELIHOODS, MODELS, load_plugins  # noqa: E402
-from vae_explorer.server import MAX_SLIDERS, Explorer, ViewError  # noqa: E402
+from vae_explorer.server import MAX_SLIDERS, Explorer, ViewError, number_input  # noqa: E402
 
 log = logging.getLogger("vae_explorer.app")
 
@@ -109,6 +112,64 @@ def pair(value, tabular: bool) -> tuple:
             gr.update(value=value if tabular else None, visible=tabular))
 
 
+def _checked(widget, payload):
+    """A number widget's value, or its own message: a raw API client can send text, a list, null, NaN or
+    ±Infinity where the page sends a number, and Gradio's preprocessing would answer those with Python's
+    words ("Original error: TypeError: '<' not supported...") before any handler could explain."""
+    try:
+        return number_input(payload, widget.label, widget.minimum, widget.maximum,
+                            whole=getattr(widget, "precision", None) == 0)
+    except ViewError as e:
+        raise gr.Error(str(e), print_exception=False) from None
+
+
+@contextlib.contextmanager
+def _without_stub_files():
+    """Gradio writes a .pyi stub beside the source of every component class as it is defined (IDE hints
+    for its own templates): for the two classes below that would be an app.pyi, a copy of this file,
+    rewritten into the checkout at every start after an edit."""
+    from gradio import component_meta
+
+    write = component_meta.create_or_modify_pyi
+    component_meta.create_or_modify_pyi = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        component_meta.create_or_modify_pyi = write
+
+
+with _without_stub_files():
+    class CheckedNumber(gr.Number):
+        """gr.Number that refuses what is not a number with a message naming the box."""
+
+        is_template = True  # the page draws it as a gr.Number: Gradio names the frontend after the parent class
+
+        def preprocess(self, payload):
+            if payload is None:  # an empty box: the handler decides (a default, or its own message)
+                return None
+            return super().preprocess(_checked(self, payload))
+
+    class CheckedSlider(gr.Slider):
+        """gr.Slider that refuses what is not a number within its range with a message naming the slider."""
+
+        is_template = True  # drawn as a gr.Slider
+
+        def preprocess(self, payload):
+            return super().preprocess(_checked(self, payload))
+
+
+class ExplorerBlocks(gr.Blocks):
+    """gr.Blocks whose answer to a call with too few values names the inputs it wanted; Gradio's own
+    lists them as Python reprs (`<gradio.components.slider.Slider object at 0x...>`)."""
+
+    def validate_inputs(self, block_fn, inputs):
+        if len(inputs) < len(block_fn.inputs):
+            wanted = ", ".join(str(getattr(b, "label", None) or b.get_block_name()) for b in block_fn.inputs)
+            raise gr.Error(f"this call needs {len(block_fn.inputs)} values, one per input in this order: {wanted}; "
+                           f"it got {len(inputs)}", print_exception=False)
+        super().validate_inputs(block_fn, inputs)
+
+
 @dataclass
 class Page:
     """What every tab needs: the explorer, the page's load event, the checkpoint names and default picks."""
@@ -159,9 +220,9 @@ def map_tab(page: Page) -> None:
             plot_right = gr.Plot(elem_id="map_right", show_label=False)
         note = gr.Markdown(elem_classes="caption")
         with gr.Row():
-            index = gr.Number(value=0, precision=0, minimum=0, label="Selected test item (index)",
-                              info="Click a point on either map, or type an index and press Enter.",
-                              elem_id="map_index")
+            index = CheckedNumber(value=0, precision=0, minimum=0, label="Selected test item (index)",
+                                  info="Click a point on either map, or type an index and press Enter.",
+                                  elem_id="map_index")
             random_btn = gr.Button("Random item", scale=0)
         with gr.Row():
             sel_input = gr.Image(label="Input", format="png", elem_id="sel_input", height=160)
@@ -171,7 +232,7 @@ def map_tab(page: Page) -> None:
         caption = gr.Markdown(elem_classes="caption", elem_id="sel_caption")
         with gr.Accordion("Decoded latent plane (the 'manifold'): where the AE has gaps, the VAE is continuous",
                           open=True):
-            grid_n = gr.Slider(5, 25, value=15, step=1, label="Grid size")
+            grid_n = CheckedSlider(5, 25, value=15, step=1, label="Grid size")
             with gr.Row():
                 manifold_left = gr.Image(label="Left model", format="png", elem_id="manifold_left", height=440)
                 manifold_right = gr.Image(label="Right model", format="png", elem_id="manifold_right", height=440)
@@ -240,7 +301,7 @@ def reconstruct_tab(page: Page) -> None:
                                  elem_id="rec_models")
             indices = gr.Textbox(label="Test items", placeholder="e.g. 0, 5, 10-13 (empty: 8 at random)",
                                  elem_id="rec_indices")
-            seed = gr.Number(value=0, precision=0, label="Random seed")
+            seed = CheckedNumber(value=0, precision=0, label="Random seed")
             upload = gr.File(label="…or upload an image", file_types=["image"], type="filepath", elem_id="rec_upload")
         button = gr.Button("Reconstruct", variant="primary", elem_id="rec_button")
         grid = gr.Image(label="Reconstructions", format="png", elem_id="rec_grid")
@@ -253,7 +314,7 @@ def reconstruct_tab(page: Page) -> None:
             rule = gr.Radio(list(THRESHOLD_LEVELS), value="percentile", label="Threshold rule",
                             info="percentile of the scores; fpr: a false-positive rate on rows labelled normal; "
                                  "iqr: Tukey's fence; mad: a robust z-score", elem_id="ano_rule")
-            level = gr.Number(value=95, label="Level", info="95 (percentile), 0.05 (fpr), 1.5 (iqr), 3.5 (mad)",
+            level = CheckedNumber(value=95, label="Level", info="95 (percentile), 0.05 (fpr), 1.5 (iqr), 3.5 (mad)",
                               elem_id="ano_level")
         ano_text = gr.Markdown(elem_classes="caption", elem_id="ano_text")
         with gr.Row():
@@ -289,13 +350,13 @@ def sliders_tab(page: Page) -> None:
                     "follows while you drag.")
         with gr.Row():
             model = page.picker("Model", page.default("digits_vae"), elem_id="sl_model")
-            index = gr.Number(value=0, precision=0, minimum=0, label="Start from test item", elem_id="sl_index")
+            index = CheckedNumber(value=0, precision=0, minimum=0, label="Start from test item", elem_id="sl_index")
         with gr.Row():
             with gr.Column(scale=2):
                 # Wide bounds until the model's ranges arrive, so API calls without a session
                 # (which keep these bounds) are not refused for a code beyond ±3.
-                sliders = [gr.Slider(-1000, 1000, value=0, step=0.001, label=f"z[{i}]", visible=i < 2,
-                                     elem_id=f"slider_{i}") for i in range(MAX_SLIDERS)]
+                sliders = [CheckedSlider(-1000, 1000, value=0, step=0.001, label=f"z[{i}]", visible=i < 2,
+                                         elem_id=f"slider_{i}") for i in range(MAX_SLIDERS)]
             with gr.Column(scale=1):
                 image = gr.Image(label="Decoded", format="png", elem_id="sl_image", height=220)
                 rows = table_twin("sl_rows", "Decoded row (categories with their probability)")
@@ -329,18 +390,18 @@ def interpolate_tab(page: Page) -> None:
             mode = gr.Radio(["linear", "spherical"], value="linear", label="Path",
                             info="spherical (slerp) keeps the code's norm, suited to Gaussian priors")
         with gr.Row():
-            index_a = gr.Number(value=0, precision=0, minimum=0, label="Item A (test index)", elem_id="in_ia")
+            index_a = CheckedNumber(value=0, precision=0, minimum=0, label="Item A (test index)", elem_id="in_ia")
             upload_a = gr.File(label="…or upload A", file_types=["image"], type="filepath")
-            index_b = gr.Number(value=1, precision=0, minimum=0, label="Item B (test index)", elem_id="in_ib")
+            index_b = CheckedNumber(value=1, precision=0, minimum=0, label="Item B (test index)", elem_id="in_ib")
             upload_b = gr.File(label="…or upload B", file_types=["image"], type="filepath")
-        t = gr.Slider(0, 1, value=0.5, step=0.01, label="t (0 = A, 1 = B)", elem_id="in_t")
+        t = CheckedSlider(0, 1, value=0.5, step=0.01, label="t (0 = A, 1 = B)", elem_id="in_t")
         with gr.Row():
             at_a = gr.Image(label="Model 1 at t", format="png", elem_id="in_img_a", height=180)
             at_b = gr.Image(label="Model 2 at t", format="png", elem_id="in_img_b", height=180)
         with gr.Row():
             at_a_rows = table_twin("in_rows_a", "Model 1 at t")
             at_b_rows = table_twin("in_rows_b", "Model 2 at t")
-        steps = gr.Slider(2, 30, value=10, step=1, label="Steps in the strip")
+        steps = CheckedSlider(2, 30, value=10, step=1, label="Steps in the strip")
         strip = gr.Image(label="Strips: one row per model", format="png", elem_id="in_strip")
         strip_rows = table_twin("in_strip_rows", "A, the decoded path, B: for each model")
         text = gr.Markdown(elem_classes="caption")
@@ -368,9 +429,9 @@ def sample_tab(page: Page) -> None:
     with gr.Tab("Sample", id="sample") as tab:
         with gr.Row():
             model = page.picker("Model", page.default("digits_vae"), elem_id="sa_model")
-            temperature = gr.Slider(0.1, 3.0, value=1.0, step=0.05, label="Temperature",
-                                    info="scales the spread of z (quantized codes: flattens their frequencies)")
-            seed = gr.Number(value=0, precision=0, label="Seed")
+            temperature = CheckedSlider(0.1, 3.0, value=1.0, step=0.05, label="Temperature",
+                                        info="scales the spread of z (quantized codes: flattens their frequencies)")
+            seed = CheckedNumber(value=0, precision=0, label="Seed")
             button = gr.Button("Sample 7×7", variant="primary", elem_id="sa_button")
         with gr.Row():
             grid_a = gr.Image(label="Samples", format="png", elem_id="sa_a")
@@ -405,15 +466,15 @@ def denoise_tab(page: Page) -> None:
             chosen = [page.default(n) for n in ("digits_denoising_ae", "digits_vae", "digits_ae")]
             models = page.picker("Models (the first sets the input size)", list(dict.fromkeys(n for n in chosen if n)),
                                  multiselect=True, elem_id="de_models")
-            index = gr.Number(value=0, precision=0, minimum=0, label="Test item", elem_id="de_index")
+            index = CheckedNumber(value=0, precision=0, minimum=0, label="Test item", elem_id="de_index")
             upload = gr.File(label="…or upload any image (PNG, JPEG, WebP; any size)", file_types=["image"],
                              type="filepath", elem_id="de_upload")
         with gr.Row():
             noise = gr.Radio(list(IMAGES.noise_kinds), value="gaussian", label="Noise", elem_id="de_noise",
                              info="tables: blank cells (missing) or replace them with random values")
-            level = gr.Slider(0, 1, value=0.5, step=0.01, label="Noise level",
+            level = CheckedSlider(0, 1, value=0.5, step=0.01, label="Noise level",
                               info="gaussian: std; the others: fraction of pixels or cells")
-            seed = gr.Number(value=0, precision=0, label="Noise seed")
+            seed = CheckedNumber(value=0, precision=0, label="Noise seed")
             columns = gr.Dropdown([], value=[], multiselect=True, label="Columns to corrupt (tables; empty: any)",
                                   visible=False, elem_id="de_columns")
         with gr.Row():
@@ -488,15 +549,15 @@ def train_tab(page: Page) -> None:
             dataset = gr.Dropdown([n for n, d in DATASETS.items() if d.trainable_from_page], value="digits",
                                   label="Dataset", elem_id="tr_dataset",
                                   info="digits, sprites and breast_cancer work offline; csv: your table, below")
-            latent = gr.Number(value=2, precision=0, minimum=1, label="Latent dims", elem_id="tr_latent")
-            beta = gr.Number(value=1.0, minimum=0, label="β (KL weight)", elem_id="tr_beta")
+            latent = CheckedNumber(value=2, precision=0, minimum=1, label="Latent dims", elem_id="tr_latent")
+            beta = CheckedNumber(value=1.0, minimum=0, label="β (KL weight)", elem_id="tr_beta")
             likelihood = gr.Dropdown(list(LIKELIHOODS), value="bernoulli", label="Likelihood", elem_id="tr_likelihood")
-            noise = gr.Number(value=None, minimum=0, label="Input noise std (denoising)", visible=False,
+            noise = CheckedNumber(value=None, minimum=0, label="Input noise std (denoising)", visible=False,
                               elem_id="tr_noise")
         with gr.Row():
-            epochs = gr.Number(value=20, precision=0, minimum=1, label="Epochs", elem_id="tr_epochs")
-            lr = gr.Number(value=1e-3, label="Learning rate", elem_id="tr_lr")
-            batch = gr.Number(value=128, precision=0, minimum=1, label="Batch size")
+            epochs = CheckedNumber(value=20, precision=0, minimum=1, label="Epochs", elem_id="tr_epochs")
+            lr = CheckedNumber(value=1e-3, label="Learning rate", elem_id="tr_lr")
+            batch = CheckedNumber(value=128, precision=0, minimum=1, label="Batch size")
             device = gr.Dropdown(device_choices(), value="auto", label="Device",
                                  info="auto takes the GPU when there is one")
             name = gr.Textbox(label="Checkpoint name", placeholder="empty: model_dataset_time", elem_id="tr_name")
@@ -585,7 +646,7 @@ def models_tab(page: Page) -> None:
 
 
 def build_app(explorer: Explorer) -> gr.Blocks:
-    with gr.Blocks(title="vae-explorer", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
+    with ExplorerBlocks(title="vae-explorer", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown(INTRO)
         page = Page(explorer, demo.load, explorer.checkpoint_names(), [])
         with gr.Tabs():
@@ -630,7 +691,15 @@ def parse_args(argv=None):
     p.add_argument("--auth", metavar="USER:PASSWORD", default=None,
                    help="require this login (use it with --host 0.0.0.0)")
     p.add_argument("--no-umap-warmup", action="store_true", help="do not compile UMAP in the background at start")
-    return p.parse_args(argv)
+    p.add_argument("--train-memory-limit", metavar="GB", type=float, default=None,
+                   help=f"memory one training run from the page may use, RAM or GPU memory (default: "
+                        f"{MEMORY_SHARE:.0%} of what is free when it starts); a run estimated to need more is refused "
+                        "with the estimate")
+    args = p.parse_args(argv)
+    if args.train_memory_limit is not None and not (math.isfinite(args.train_memory_limit)
+                                                    and args.train_memory_limit > 0):
+        p.error(f"--train-memory-limit must be a positive number of GB, got {args.train_memory_limit}")
+    return args
 
 
 def main(argv=None) -> None:
@@ -638,7 +707,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)  # small decodes are fastest single-threaded; requests run in parallel threads
-    explorer = Explorer(args.checkpoints, args.data_root)
+    explorer = Explorer(args.checkpoints, args.data_root, train_memory_limit=args.train_memory_limit)
     demo = build_app(explorer)
     try:
         auth = tuple(args.auth.split(":", 1)) if args.auth else None

@@ -3,6 +3,7 @@ kinds of outputs, errors come back as messages, and the server keeps serving."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -10,6 +11,8 @@ from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
+
+from .conftest import write_fault_table  # noqa: E402
 
 PUBLIC = {"latent_map", "select_point", "manifold", "reconstruct", "anomalies", "slider_setup", "decode",
           "interpolate", "interpolate_at", "sample", "denoise", "train_start", "train_cancel", "train_status",
@@ -121,3 +124,30 @@ def test_training_through_the_server(client, app_server):
     assert "finished" in status and is_plot(curves) and is_png(history)
     assert "served_ae" in client.predict(api_name="/checkpoints")
     assert "served_ae" in client.predict("served_ae", api_name="/model_card")
+
+
+def test_a_table_uploaded_trained_and_scored_through_the_server(client, app_server, tmp_path):
+    """The Train tab's call with a CSV: the file travels as an upload, the label and ignored columns as text;
+    the finished checkpoint's anomaly view answers with rows (a table), ROC and PR curves, and a ROC-AUC
+    that finds the rows breaking the normal rows' relation."""
+    _, explorer = app_server
+    csv = write_fault_table(tmp_path / "faults.csv")
+    status, *_ = client.predict("tabular_ae", "csv", 2, None, None, None, 30, 3e-3, 64, "auto", "served_table", "",
+                                handle_file(str(csv)), "kind", "id", api_name="/train_start")
+    assert "served_table" in status and "csv" in status
+    deadline = time.time() + 120
+    while time.time() < deadline and explorer.jobs.current.running:
+        time.sleep(0.3)
+    status, curves, _history = client.predict(api_name="/train_status")
+    assert "finished" in status and "rows/s" in status and is_plot(curves), status
+    assert "served_table" in client.predict(api_name="/checkpoints")
+    card = client.predict("served_table", api_name="/model_card")
+    assert "| colour | categorical | 3 seen" in card and "| b | continuous" in card and "| id |" not in card, card
+
+    hist, image, rows, text, detection = client.predict("served_table", 95, "percentile", api_name="/anomalies")
+    assert is_plot(hist) and is_plot(detection)
+    assert image["visible"] is False and rows["visible"] is True
+    shown = rows["value"]
+    assert {"a", "b", "colour"} <= set(shown["headers"]) and len(shown["data"]) >= 8
+    auc = float(re.search(r"ROC-AUC \*\*([\d.]+)\*\*", text).group(1))
+    assert auc > 0.9, text  # faults are 2-3 standard deviations off the line every normal row is on

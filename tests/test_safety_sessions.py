@@ -124,8 +124,8 @@ def test_bad_training_settings_through_the_server_start_nothing(app_server, no_j
     client = _client(url)
     for i, bad, message in ((7, 0.0, "learning rate must be a positive number"),
                             # The Number boxes' minimum refuses these first; either layer's message will do.
-                            (2, 0, "latent_dim must be at least 1|less than minimum value 1"),
-                            (6, 0, "epochs must be at least 1|less than minimum value 1"),
+                            (2, 0, "latent_dim must be at least 1|Latent dims must be a whole number of at least 1"),
+                            (6, 0, "epochs must be at least 1|Epochs must be a whole number of at least 1"),
                             (8, 100_000, "larger than the 1438 training images"),
                             (7, -1e-3, "learning rate must be a positive number"),
                             (3, 4.0, "beta does not apply to model ae")):

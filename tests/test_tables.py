@@ -204,21 +204,21 @@ def test_every_view_on_the_shipped_table_models(explorer):
     assert explorer.shown_as(vae) == "table" and "mean radius" in explorer.map_colourings(vae)
     assert explorer.latent_map(vae, "pca", 2, "anomaly score").figure.data[0].marker.showscale
     both, _, _, caption = explorer.compare_point(ae, vae, 4)
-    assert list(both.index) == ["row 4", ae, vae] and "Largest per-column errors" in caption
+    assert list(both["row"]) == ["row 4", ae, vae] and "Largest per-column errors" in caption
     assert abs(both.iloc[0]["mean radius"] - load_dataset_row(data, 4, "mean radius")) < 1e-3  # original units
     fig, styled, text, curves = explorer.anomalies(vae, 0.05, 8, "fpr")
     assert "ROC-AUC" in text and curves is not None and len(styled.data) == 8
     scores = explorer.load(vae).cached("errors", lambda: None)
-    assert list(styled.data.index) == [f"#{i} ({data.label(i)})" for i in np.argsort(-scores)[:8]]
+    assert list(styled.data["row"]) == [f"#{i} ({data.label(i)})" for i in np.argsort(-scores)[:8]]
     sliders, row, _ = explorer.slider_setup(vae, 2)
     assert row.shape == (1, 30) and explorer.decode_sliders(vae, 2, [s["maximum"] for s in sliders]).shape == (1, 30)
     strip, _ = explorer.interpolation_strip([ae, vae], 0, 1, None, None, "linear", 4)
-    assert strip.shape == (12, 30)
+    assert strip.shape == (12, 31) and list(strip.columns[:2]) == ["row", "mean radius"]  # 30 columns, named rows
     a, b, _, distributions = explorer.sample(vae, 1.0, 0)
     assert a.shape == b.shape == (49, 30) and distributions is not None
     table, _, _, text = explorer.denoise([vae, ae], 0, None, "missing", 0.5, 0, ["mean radius", "worst area"])
-    assert list(table.index) == ["truth", "missing (0.5)", vae, ae] and "cells recovered" in text
-    assert np.isnan(table.loc["missing (0.5)", ["mean radius", "worst area"]].astype(float)).any()
+    assert list(table["row"]) == ["truth", "missing (0.5)", vae, ae] and "cells recovered" in text
+    assert np.isnan(table.set_index("row").loc["missing (0.5)", ["mean radius", "worst area"]].astype(float)).any()
     _, _, traversals, usage = explorer.latent_usage(vae)
     assert "dimensions active" in usage and len(traversals) == 16 * 9
     assert "| mean radius | continuous |" in explorer.card(vae)
@@ -248,3 +248,14 @@ def test_rows_take_index_lists_and_boolean_masks(table):
     mask = np.zeros(len(rows), bool)
     mask[[2, 5]] = True
     assert torch.equal(rows[mask].cat, rows[[2, 5]].cat) and torch.equal(rows[torch.from_numpy(mask)].cat, rows[[2, 5]].cat)
+
+
+def test_a_binary_labels_anomaly_value_is_guessed_from_its_words():
+    from vae_explorer.data.table_sets import _anomaly_classes
+
+    cases = [(["fault", "normal"], ("fault",)), (["normal", "weird"], ("weird",)), (["0", "1"], ("1",)),
+             (["benign", "malignant"], ("malignant",)), (["no", "yes"], ("yes",)), (["cat", "dog"], ()),
+             (["a", "b", "normal"], ())]
+    for classes, expected in cases:
+        assert tuple(classes[i] for i in _anomaly_classes(classes, (), "kind")) == expected, classes
+    assert _anomaly_classes(["cat", "dog"], ("dog",), "kind") == (1,)  # named: whatever the words

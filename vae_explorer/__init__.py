@@ -16,6 +16,7 @@ _API = {
     "checkpoints": ("CheckpointError", "find_checkpoint", "load_checkpoint", "read_metadata", "save_checkpoint"),
     "data": ("DATASETS", "DATA_KINDS", "Dataset", "DatasetError", "load_dataset"),
     "devices": ("resolve_device",),
+    "memory": ("MemoryEstimate",),
     "metrics": ("evaluate", "psnr"),
     "models": ("LIKELIHOODS", "MODELS", "Autoencoder", "ModelOutput", "build_model", "model_config",
                "register_model"),

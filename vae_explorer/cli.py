@@ -1,8 +1,9 @@
 """Command line: `python -m vae_explorer {models,train,eval,sample}`.
 
 `train` has a flag for every field of a run (runs.py generates them from the
-config dataclasses). Every argument is checked before any work starts; a bad
-one gets one line on stderr and exit code 2. `train --events` prints one JSON
+config dataclasses). Every argument is checked before any work starts, and so
+is the memory the run would need (--memory-limit); a bad one gets one line on
+stderr and exit code 2. `train --events` prints one JSON
 `TrainEvent` per line instead of a progress bar: the server's background job
 reads those.
 """
@@ -137,6 +138,7 @@ def cmd_train(args) -> int:
         rank, spec.train.device = _setup_distributed(spec.train.device)
         data = spec.load_data()
         config = spec.model_config(data)
+        spec.check_memory(data)  # the parameters, optimizer state, activations and data fit, before building
     except RunError as e:
         raise UsageError(str(e)) from None
     spec.train.checkpoint = spec.checkpoint()

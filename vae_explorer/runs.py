@@ -15,9 +15,13 @@ import os
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from datetime import datetime
 
+import torch
+
 from .checkpoints import DEFAULT_DIR
 from .data import DATASETS, Dataset, DatasetError, TableOptions, load_dataset
-from .models import MODELS, ModelConfig, model_config, model_entry, setting
+from .devices import resolve_device
+from .memory import EVAL_BATCH, GB, MEMORY_SHARE, MemoryEstimate, activation_bytes, free_memory, human, parameter_bytes
+from .models import MODELS, ModelConfig, build_model, model_config, model_entry, setting
 from .training import TrainConfig
 
 
@@ -85,6 +89,7 @@ class RunSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str | None = None  # checkpoint path; None: checkpoints/MODEL_DATASET_TIME
     resume: bool = False
+    memory_limit: float | None = None  # GB the run may use, RAM or GPU memory; None: MEMORY_SHARE of what is free
 
     def validate(self) -> "RunSpec":
         """Check everything that needs no data; returns self with values coerced to their fields' types."""
@@ -109,13 +114,20 @@ class RunSpec:
             raise RunError(f"{self.model} takes {entry.cls.data_kind}s but {self.data.dataset} holds "
                            f"{self.data.kind()}s; choose a model for it, or one of these datasets: {takes}")
         self.train = _coerced(self.train)
-        config = self.model_config()
+        config = self.model_config()  # the model's own checks first: their words say what a setting is for
+        for name, value in self.settings.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                # NaN and ±inf pass a config's "< 0" checks (every comparison with NaN is false).
+                raise RunError(f"{name} must be a finite number, got {value}")
         for name in self.settings:
             for other, wanted in applicable[name].metadata.get("only_with", {}).items():
                 if getattr(config, other) != wanted:
                     raise RunError(f"{name} applies only with {other} {wanted}")
         if self.data.image_size is not None and self.data.image_size < 1:
             raise RunError(f"image_size must be positive, got {self.data.image_size}")
+        self.memory_limit = _coerce("memory_limit", float, True, None, self.memory_limit)
+        if self.memory_limit is not None and not (math.isfinite(self.memory_limit) and self.memory_limit > 0):
+            raise RunError(f"memory_limit must be a positive number of GB, got {self.memory_limit}")
         try:
             self.train.validate()
         except ValueError as e:
@@ -129,13 +141,77 @@ class RunSpec:
         except (ValueError, TypeError) as e:
             raise RunError(str(e)) from None
 
-    def load_data(self) -> Dataset:
+    def load_data(self, hint: str = "--memory-limit") -> Dataset:
+        """The data, after checking that it fits where its size can be told before reading it (a folder)."""
+        size = DATASETS[self.data.dataset].stored_bytes
+        count = size(self.data.data_root, self.data.image_size, self.data.image_channels) if size else None
+        if count is not None:
+            items, stored = count
+            allowed, why = self._allowed(torch.device("cpu"))
+            if allowed is not None and stored > allowed:
+                raise RunError(f"the {self.data.dataset} dataset needs about {human(stored)} of memory ({items:,} "
+                               f"items) but {human(allowed)} is allowed ({why}); use fewer or smaller items "
+                               f"(image_size), or a larger limit with {hint}")
         data = self.data.load()
         try:
             self.train.validate(data)
         except ValueError as e:
             raise RunError(str(e)) from None
         return data
+
+    def check_memory(self, data: Dataset, gpu: bool = True, hint: str = "--memory-limit") -> MemoryEstimate:
+        """Refuse a run whose parameters, gradients, Adam's moments, activations and data would not fit in
+        the memory it may use, with the estimate; returns it. Nothing big is allocated before the parameters
+        are known to fit. gpu=False leaves the GPU to the training process's own check (asking CUDA makes a
+        context of several hundred MB, which a page server should not keep). hint: how to raise the limit."""
+        config = self.model_config(data)
+        try:
+            trainable, weights = parameter_bytes(lambda: build_model(self.model, config))
+        except (RuntimeError, ValueError, TypeError, OverflowError, MemoryError):
+            # Sizes beyond what torch can represent (a latent_dim of 2^70): its words name C++ types, not settings.
+            given = ", ".join(f"{k}={_short(v)}" for k, v in self.settings.items()) or "its preset"
+            raise RunError(f"{self.model} cannot be built with these settings ({given}): a size is too large for "
+                           "torch to represent") from None
+        device = resolve_device(self.train.device)
+        stored = data.train_x.nbytes + data.test_x.nbytes  # tensors, or table rows
+        estimate = MemoryEstimate(weights, 3 * trainable, stored)
+        if not self._refuse_beyond(estimate, device, gpu, hint):
+            return estimate  # nothing to compare with: no real model is built just to measure its activations
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights: the run's own stay as seeded
+            model = build_model(self.model, config)
+
+        def items(n: int) -> torch.Tensor:  # n model inputs, repeating items if the data has fewer
+            return data.kind.prepare(data.train_x[torch.arange(n) % len(data.train_x)])
+
+        activations = activation_bytes(model, items, self.train.batch_size, min(EVAL_BATCH, len(data.test_x)),
+                                       self.train.iwae_k)
+        del model
+        estimate = MemoryEstimate(weights, 3 * trainable, stored, activations)
+        self._refuse_beyond(estimate, device, gpu, hint)
+        return estimate
+
+    def _refuse_beyond(self, estimate: MemoryEstimate, device: torch.device, gpu: bool, hint: str) -> bool:
+        """RunError if the estimate is over what is allowed; False if there was nothing to compare it with."""
+        checks = [("GPU memory", estimate, device)] if device.type == "cuda" and gpu else []
+        checks.append(("memory", estimate.host_part() if device.type == "cuda" else estimate, torch.device("cpu")))
+        compared = False
+        for where, need, on in checks:
+            allowed, why = self._allowed(on)
+            if allowed is not None and need.total > allowed:
+                raise RunError(f"this run needs {need.describe()} of {where} but {human(allowed)} is allowed "
+                               f"({why}); choose smaller sizes (latent_dim, hidden, channels, batch_size) or a "
+                               f"larger limit with {hint}")
+            compared = compared or allowed is not None
+        return compared
+
+    def _allowed(self, device: torch.device) -> tuple[int | None, str]:
+        """Bytes this run may use on `device`, and why; None where the system does not say and no limit is set."""
+        if self.memory_limit is not None:
+            return int(self.memory_limit * GB), "the limit set for this run"
+        free = free_memory(device)
+        if free is None:
+            return None, ""
+        return int(free * MEMORY_SHARE), f"{MEMORY_SHARE:.0%} of the {human(free)} free now"
 
     def default_name(self) -> str:
         return f"{self.model}_{self.data.dataset}_{datetime.now():%Y%m%d-%H%M%S}"
@@ -157,6 +233,8 @@ class RunSpec:
                 if value != f.default:
                     argv += flag_words(f.name, value)
         argv += ["--out", self.checkpoint()]
+        if self.memory_limit is not None:
+            argv += ["--memory-limit", str(self.memory_limit)]
         return argv + (["--resume"] if self.resume else [])
 
 
@@ -207,10 +285,11 @@ def _coerce(name: str, kind: type, optional: bool, choices, value):
                 raise ValueError
             out = bool(value)
         elif kind is int:
-            number = float(value.strip()) if isinstance(value, str) else value
-            if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number) \
-                    or not float(number).is_integer():
-                raise RunError(f"{name} must be a whole number, got {value!r}")
+            number = _parse_number(value) if isinstance(value, str) else value
+            # An int is whole at any size (float() of 2^1100 would overflow); a float must be finite and whole.
+            if isinstance(number, bool) or not (isinstance(number, int) or (
+                    isinstance(number, float) and math.isfinite(number) and number.is_integer())):
+                raise RunError(f"{name} must be a whole number, got {_short(value)}")
             out = int(number)
         elif kind is float:
             if isinstance(value, bool):
@@ -231,10 +310,25 @@ def _coerce(name: str, kind: type, optional: bool, choices, value):
     except RunError:
         raise
     except (ValueError, TypeError, OverflowError):
-        raise RunError(f"{name} must be {_describe(kind)}, got {value!r}") from None
+        raise RunError(f"{name} must be {_describe(kind)}, got {_short(value)}") from None
     if choices is not None and out not in choices:
         raise RunError(f"unknown {name} {out!r}; choose one of: {', '.join(map(str, choices))}")
     return out
+
+
+def _parse_number(text: str) -> int | float:
+    """Text as an int when it is one (exact, however long: "1180591620717411303424"), else as a float."""
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _short(value) -> str:
+    """A value for a message, cut short: a client may send a number of thousands of digits."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _describe(kind) -> str:
@@ -287,6 +381,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
                       help="same as --image-channels 3")
     parser.add_argument("--out", default=None, help=f"checkpoint path (default: {DEFAULT_DIR}/MODEL_DATASET_TIME)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
+    parser.add_argument("--memory-limit", metavar="GB", default=None,
+                        help=f"memory the run may use, RAM or GPU memory (default {MEMORY_SHARE:.0%} of what is free); "
+                             "a run estimated to need more is refused before it starts")
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
@@ -295,7 +392,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     settings = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("model.") and v is not None}
     data = DataSpec(**{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("data.")})
     train = TrainConfig(**{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("train.")})
-    return RunSpec(args.model, settings, data, train, args.out, args.resume)
+    return RunSpec(args.model, settings, data, train, args.out, args.resume, args.memory_limit)
 
 
 def parse_settings(text: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .dataset import DataKind, Dataset, DatasetError
-from .image_sets import load_digits, load_folder, load_torchvision, resize
+from .image_sets import folder_size, load_digits, load_folder, load_torchvision, resize
 from .images import IMAGES
 from .sprites import load_sprites
 from .table_sets import TableOptions, load_breast_cancer, load_kddcup99, load_table_file
@@ -31,6 +31,9 @@ class DatasetEntry:
     needs_root: bool = False  # reads a folder the user names (--data-root)
     needs_file: bool = False  # reads a file the user gives (--data; the page: an upload)
     trainable_from_page: bool = True
+    # (root, image_size, channels) -> (items, bytes as stored) from the files' count, before reading any; None
+    # where it cannot tell. For datasets whose size is not known in advance (the built-in ones are).
+    stored_bytes: Callable[..., tuple[int, int] | None] | None = None
 
 
 DATASETS: dict[str, DatasetEntry] = {
@@ -45,7 +48,7 @@ DATASETS: dict[str, DatasetEntry] = {
     "folder": DatasetEntry(IMAGES, lambda root, download, image_size=None, channels=None:
                            load_folder(root, image_size or 32, channels),
                            "your own folder of images (sub-folders become labels)", needs_root=True,
-                           trainable_from_page=False),
+                           trainable_from_page=False, stored_bytes=folder_size),
     "breast_cancer": DatasetEntry(TABLES, lambda root, download, path, options: load_breast_cancer(options),
                                   "a table: scikit-learn's breast-cancer measurements, 5% malignant rows as "
                                   "anomalies (offline)"),

@@ -129,31 +129,58 @@ def _missing_message(name, root, folder, files, error, tried_download=False) -> 
             f"Put the files there or pass --data-root to the folder that holds {folder.split('/')[0]}/.")
 
 
+def _image_files(base: Path) -> list[Path]:
+    return sorted(p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def folder_size(root: str | None, image_size: int | None, channels: int | None) -> tuple[int, int] | None:
+    """(images, bytes they take loaded) of a folder dataset, from the count of its image files: none is
+    opened. Colour is assumed where channels is not given (the loader decides by reading them)."""
+    if root is None or not Path(root).expanduser().is_dir():
+        return None  # the loader says what is wrong
+    n = len(_image_files(Path(root).expanduser()))
+    side = image_size or 32
+    return n, n * ((channels or 3) * side * side + 8)  # uint8 pixels and an int64 label each
+
+
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
 def load_folder(root: str, image_size: int, channels: int | None) -> Dataset:
-
-
     base = Path(root).expanduser()
     if not base.is_dir():
         raise DatasetError(f"folder dataset: {base.resolve()} is not a directory of images")
-    paths = sorted(p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    paths = _image_files(base)
     if not paths:
         raise DatasetError(f"folder dataset: no images ({', '.join(IMAGE_SUFFIXES)}) found under {base.resolve()}")
-    images, skipped = [], []
+    readable_errors = (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError)
+    skipped = []
+    if channels is None:  # colour if any image has colour: the headers say, without decoding a pixel
+        modes = []
+        for p in paths:
+            try:
+                with Image.open(p) as im:
+                    modes.append(im.mode)
+            except readable_errors:
+                continue  # skipped with its reason below
+        channels = 3 if any(mode not in _GREY_MODES for mode in modes) else 1
+    # Each image is decoded and shrunk on its own: holding them all at full size first would need the
+    # photos' size in memory (a folder of 12-megapixel photos: 36 MB each), not the dataset's.
+    kept, items = [], []
     for p in paths:
         try:
             with Image.open(p) as im:
                 im.load()
-                images.append((p, im.copy()))
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as e:
+                items.append(pil_to_uint8(im, (channels, image_size, image_size)))
+                kept.append(p)
+        except readable_errors as e:
             skipped.append(f"{p.name} ({e})")
-    if not images:
+    if not items:
         raise DatasetError(f"folder dataset: none of the {len(paths)} files under {base.resolve()} could be read: "
                            + "; ".join(skipped[:3]))
-    if channels is None:  # colour if any image has colour
-        channels = 3 if any(im.mode not in ("1", "L", "LA", "I", "I;16", "F") for _, im in images) else 1
-    x = torch.stack([pil_to_uint8(im, (channels, image_size, image_size)) for _, im in images])
+    x = torch.stack(items)
     # Labels from the first sub-folder under root (ImageFolder layout); -1 for loose files.
-    rel = [p.relative_to(base).parts for p, _ in images]
+    rel = [p.relative_to(base).parts for p in kept]
     classes = sorted({r[0] for r in rel if len(r) > 1})
     y = torch.tensor([classes.index(r[0]) if len(r) > 1 else -1 for r in rel], dtype=torch.int64)
     if len(x) < 2:

@@ -26,7 +26,9 @@ MAX_COLUMNS = 2_000
 MAX_CATEGORIES = 10_000  # per categorical column: more is an id or free text, not a category
 FEW_DISTINCT = 10  # whole-number columns with at most this many values are taken as categorical
 SPLIT_SEED = 0
-ANOMALY_WORDS = {"1", "true", "yes", "anomaly", "anomalous", "outlier", "attack", "fraud", "malignant", "abnormal"}
+ANOMALY_WORDS = {"1", "true", "yes", "anomaly", "anomalous", "outlier", "attack", "fraud", "malignant", "abnormal",
+                 "fault", "faulty", "failure", "defect", "defective", "intrusion"}
+NORMAL_WORDS = {"0", "false", "no", "normal", "ok", "benign", "good", "inlier", "legit", "legitimate", "clean"}
 
 
 @dataclass(frozen=True)
@@ -257,8 +259,11 @@ def _anomaly_classes(classes: list[str], wanted: tuple[str, ...], label: str) ->
         if missing:
             raise DatasetError(f"no label {missing[0]!r} in column {label!r}; its values: {_list(classes)}")
         return tuple(classes.index(w) for w in wanted)
-    if len(classes) == 2:  # a binary label: the value that reads as "anomaly", when one does
-        marked = [i for i, c in enumerate(classes) if c.strip().lower() in ANOMALY_WORDS]
+    if len(classes) == 2:  # a binary label: the value that reads as "anomaly", or the other of one read as normal
+        words = [c.strip().lower() for c in classes]
+        marked = [i for i, w in enumerate(words) if w in ANOMALY_WORDS]
+        if len(marked) != 1:
+            marked = [i for i, w in enumerate(words) if w not in NORMAL_WORDS]
         if len(marked) == 1:
             return (marked[0],)
     return ()

@@ -149,6 +149,11 @@ class Rows:
     def shape(self) -> tuple[int, ...]:
         return (len(self), self.cont.shape[1] + self.cat.shape[1])
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held, as torch.Tensor.nbytes says of a tensor (memory estimates ask either)."""
+        return sum(t.nbytes for t in (self.cont, self.cat, self.cont_scale, self.cat_logp) if t is not None)
+
     @staticmethod
     def cat_rows(parts: list["Rows"]) -> "Rows":
         first = parts[0]
@@ -280,11 +285,12 @@ class TableKind:
     # ---- showing rows: pandas tables in the columns' own units ----------------------------
 
     @staticmethod
-    def frame(x: Rows, index=None):
-        """Rows as a pandas DataFrame in original units; decoded categories show their probability."""
+    def frame(x: Rows, names=None):
+        """Rows as a pandas DataFrame in original units; decoded categories show their probability. names:
+        what each row is, as a first column `row` (the page's tables do not show a DataFrame's index)."""
         import pandas as pd
 
-        schema, out = x.schema, {}
+        schema, out = x.schema, {} if names is None else {"row": list(names)}
         cont = x.cont.detach().float().cpu().numpy()
         for j, col in enumerate(schema.continuous):
             out[col.name] = col.original(cont[:, j])
@@ -296,14 +302,14 @@ class TableKind:
                 p = logps[k].detach().float().exp().cpu().numpy()[np.arange(len(idx)), idx]
                 names = [f"{n} ({q:.0%})" for n, q in zip(names, p)]
             out[col.name] = names
-        return pd.DataFrame(out, index=index)
+        return pd.DataFrame(out)
 
     def show(self, x: Rows, target: int = 0):
         return self.frame(x)
 
     def grid(self, x: Rows, nrow: int = 0, target: int = 0, padding: int = 0, labels=None):
-        """Rows as one table; labels name them (the index)."""
-        return self.frame(x, index=list(labels) if labels is not None else None)
+        """Rows as one table; labels name them (the first column, `row`)."""
+        return self.frame(x, labels)
 
     @staticmethod
     def clean_output(x: Rows) -> Rows:
@@ -336,13 +342,13 @@ class TableKind:
         import pandas as pd
 
         contributions = column_errors(recon, x).double().clamp_min(0).numpy()
-        frame = self.frame(x)
-        frame.insert(0, "score", np.asarray(scores, np.float64))
-        frame.index = row_names
+        frame = self.frame(x, row_names)
+        frame.insert(1, "score", np.asarray(scores, np.float64))
         share = contributions / np.maximum(contributions.max(1, keepdims=True), 1e-12)
 
         def shade(_):
-            cells = [[""] + [f"background-color: rgba(214, 39, 40, {0.85 * v:.2f})" for v in row] for row in share]
+            cells = [["", ""] + [f"background-color: rgba(214, 39, 40, {0.85 * v:.2f})" for v in row]
+                     for row in share]
             return pd.DataFrame(cells, index=frame.index, columns=frame.columns)
 
         return frame.style.apply(shade, axis=None).format(precision=3)

@@ -136,6 +136,10 @@ class Autoencoder(nn.Module):
     Subclasses implement `encode`, `decode` and `forward`, and override the questions
     below where their answer differs. The explorer only calls these, so every model
     works in every view.
+
+    A model's construction makes its tensors with torch's factory functions only (no
+    .item(), no numpy), so it can be built on the meta device: that is how a run's
+    memory is estimated before any of it is allocated (memory.py).
     """
 
     name: str = "autoencoder"  # set to the registry name by build_model

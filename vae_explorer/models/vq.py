@@ -64,7 +64,9 @@ def _broadcast(t: torch.Tensor) -> None:
 class VectorQuantizer(nn.Module):
     def __init__(self, size: int, dim: int, restart_every: int, update: str = "loss", decay: float = 0.99):
         super().__init__()
-        codebook = torch.randn(size, dim) / dim**0.5
+        # In place: on the meta device (memory.py builds models there to count parameters) an out-of-place
+        # division runs a Python decomposition that imports torch._dynamo, seconds of every check.
+        codebook = torch.randn(size, dim).div_(dim**0.5)
         self.ema = update == "ema"
         self.decay = decay
         if self.ema:

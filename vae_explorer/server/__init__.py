@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-_FROM_EXPLORER = ("Explorer", "MAX_SLIDERS", "MapResult", "SAMPLE_GRID", "ViewError")
+_FROM_EXPLORER = ("Explorer", "MAX_SLIDERS", "MapResult", "SAMPLE_GRID", "ViewError", "number_input")
 __all__ = list(_FROM_EXPLORER)
 
 

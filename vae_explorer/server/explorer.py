@@ -9,6 +9,8 @@ the data kind (how to show, corrupt and read items); none checks a type.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import re
 import shutil
 import threading
@@ -60,11 +62,11 @@ class Explorer:
     """
 
     def __init__(self, checkpoint_dir: str | Path = "checkpoints", data_root: str | None = None,
-                 projection_cache: str | Path | None = None):
+                 projection_cache: str | Path | None = None, train_memory_limit: float | None = None):
         self.catalog = Catalog(checkpoint_dir, data_root)
         self.umap = UmapProjector(projection_cache if projection_cache is not None
                                   else Path(checkpoint_dir) / "projections")
-        self.jobs = TrainingJobs(checkpoint_dir, data_root)
+        self.jobs = TrainingJobs(checkpoint_dir, data_root, memory_limit=train_memory_limit)
         self._baselines: dict[tuple, PCABaseline] = {}
         self._lock = threading.Lock()
 
@@ -231,7 +233,7 @@ class Explorer:
 
     def manifold(self, name: str, n: int = 15) -> tuple[Image.Image, str]:
         entry = self.load(name)
-        n = int(max(3, min(int(n), 30)))
+        n = int(max(3, min(_number(n, "the grid size"), 30)))
         z, xs, ys = latent_plane(entry.codes, entry.axes, n)
         grid = entry.kind.grid(entry.decode(z), nrow=n, target=48)
         d = entry.model.latent_dim
@@ -639,6 +641,31 @@ class Explorer:
             rows = [first.items] + [e.items for e in snap["epochs"][-7:]]  # the inputs, then the last epochs'
             history = kind.grid(kind.prepare(torch.cat(rows)), nrow=len(first.items), target=40)
         return "  \n".join(lines), fig, history, job.running
+
+
+def number_input(value, what: str, minimum: float | None = None, maximum: float | None = None,
+                 whole: bool = False) -> int | float:
+    """A number widget's value as a raw API client may send it: an int or a finite float within the bounds,
+    returned as it came; anything else (text, a list, null, true, NaN, ±Infinity, 1e400, 2^70 past a bound)
+    is a ViewError naming the widget and what it takes. The page itself only ever sends valid numbers."""
+    number = not isinstance(value, bool) and isinstance(value, (int, float)) and \
+        (isinstance(value, int) or math.isfinite(value))
+    if not number or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        span = (f" from {minimum:g} to {maximum:g}" if minimum is not None and maximum is not None else
+                f" of at least {minimum:g}" if minimum is not None else
+                f" of at most {maximum:g}" if maximum is not None else "")
+        raise ViewError(f"{what or 'this field'} must be {'a whole number' if whole else 'a number'}{span}, "
+                        f"got {_shown(value)}")
+    return value
+
+
+def _shown(value) -> str:
+    """A value in the words a JSON client used (NaN, Infinity, null, true, "text"), cut short."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _number(value, what: str) -> float:

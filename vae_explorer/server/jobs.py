@@ -39,9 +39,14 @@ class JobError(ValueError):
     """A training request refused before anything starts; the message says why."""
 
 
+# How the refusal of a run too big for the memory tells a page's user who can change the limit.
+MEMORY_HINT = "the server's --train-memory-limit (its operator sets it)"
+
+
 def validate_run(spec: RunSpec, name: str, checkpoint_dir: Path) -> tuple[RunSpec, str]:
-    """The run's own checks (RunSpec.validate, the same as the CLI's) plus the server's: page datasets only,
-    at most MAX_EPOCHS, a fresh checkpoint name inside the folder. Returns the spec and its name."""
+    """The run's own checks (RunSpec.validate, the same as the CLI's, and the memory it needs within
+    spec.memory_limit) plus the server's: page datasets only, at most MAX_EPOCHS, a fresh checkpoint name
+    inside the folder. Returns the spec and its name."""
     try:
         spec.validate()
         if not DATASETS[spec.data.dataset].trainable_from_page:
@@ -53,7 +58,10 @@ def validate_run(spec: RunSpec, name: str, checkpoint_dir: Path) -> tuple[RunSpe
             raise RunError("the page trains on tables uploaded through it only: upload the file on the Train tab")
         if spec.train.epochs > MAX_EPOCHS:
             raise RunError(f"epochs must be at most {MAX_EPOCHS} on this server, got {spec.train.epochs}")
-        spec.model_config(spec.load_data())  # the data exists and the model can be built for it
+        data = spec.load_data(MEMORY_HINT)
+        # The model can be built for the data and fits in RAM; the training process checks the GPU's memory
+        # itself, where CUDA lives anyway.
+        spec.check_memory(data, gpu=False, hint=MEMORY_HINT)
     except RunError as e:
         raise JobError(str(e)) from None
     name = str(name or "").strip() or spec.default_name()
@@ -131,15 +139,18 @@ class JobBusy(JobError):
 class TrainingJobs:
     """At most one training run per server."""
 
-    def __init__(self, checkpoint_dir: str | Path, data_root: str | None = None, cancel_grace: float = 1.0):
+    def __init__(self, checkpoint_dir: str | Path, data_root: str | None = None, cancel_grace: float = 1.0,
+                 memory_limit: float | None = None):
         self.checkpoint_dir = Path(checkpoint_dir).resolve()
         self.data_root = data_root
+        self.memory_limit = memory_limit  # GB a run may use; None: the run's default share of what is free
         self.cancel_grace = cancel_grace
         self._lock = threading.Lock()
         self.current: Job | None = None
 
     def start(self, spec: RunSpec, name: str = "") -> Job:
         spec.data.data_root = self.data_root
+        spec.memory_limit = self.memory_limit  # the operator's, whatever a page sent
         with self._lock:
             if self.current is not None and self.current.running:
                 c = self.current
