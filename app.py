@@ -586,17 +586,23 @@ def train_tab(page: Page) -> None:
         seen = gr.State(None)  # the job version this page last drew
         status_button = gr.Button(visible=False)  # for API clients: /train_status
 
-    def model_changed(chosen):
+    def model_changed(chosen, current_dataset):
         # A setting the model lacks is hidden and sent as None, so an API client that sends one is refused.
         preset = ex.model_settings(chosen)
-        return [gr.update(visible=key in preset, value=preset.get(key)) for key in OPTIONAL_SETTINGS]
+        settings = [gr.update(visible=key in preset, value=preset.get(key)) for key in OPTIONAL_SETTINGS]
+        # The dataset follows the model's data kind (a table model wants a table). Only values change, never
+        # the choices: an event already on its way with the old value must still be a valid choice.
+        kind = MODELS[chosen].cls.data_kind if chosen in MODELS else None
+        dataset_value = current_dataset
+        if kind and current_dataset in DATASETS and DATASETS[current_dataset].kind.name != kind:
+            dataset_value = next(n for n, d in DATASETS.items() if d.trainable_from_page and d.kind.name == kind)
+        return (*settings, gr.update(value=dataset_value), gr.Row(visible=dataset_value == "csv"))
 
     def dataset_changed(chosen, current_model):
         # A table wants a table model (and shows where to upload one); images want an image model.
         kind = DATASETS[chosen].kind.name
         fits = [n for n, entry in MODELS.items() if entry.cls.data_kind == kind]
-        model_update = gr.Dropdown(choices=fits, value=current_model if current_model in fits else fits[0])
-        return model_update, gr.Row(visible=chosen == "csv")
+        return gr.update(value=current_model if current_model in fits else fits[0]), gr.Row(visible=chosen == "csv")
 
     def start_run(model_name, dataset_name, latent_dim, beta_value, likelihood_name, noise_std, n_epochs, rate,
                   batch_size, device_name, run_name, more="", table=None, label=None, ignore=None):
@@ -624,8 +630,8 @@ def train_tab(page: Page) -> None:
         return (*show_status(), gr.Timer(active=False))
 
     outputs = [status, curves, history]
-    wire(model.change, model_changed, model, [beta, noise, likelihood], api_visibility="private",
-         show_progress="hidden")
+    wire(model.change, model_changed, [model, dataset], [beta, noise, likelihood, dataset, table_row],
+         api_visibility="private", show_progress="hidden")
     wire(dataset.input, dataset_changed, [dataset, model], [model, table_row], api_visibility="private",
          show_progress="hidden")
     wire(start.click, start_run, [model, dataset, latent, beta, likelihood, noise, epochs, lr, batch, device, name,

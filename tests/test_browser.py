@@ -401,6 +401,8 @@ def test_train_form_shows_the_settings_the_chosen_model_has(ui):
     setting the model lacks is hidden, and the extra box takes any other flag."""
     page = ui.page
     open_tab(page, "Train")
+    choose(page, "tr_dataset", "digits")  # an earlier test may have left a table chosen
+    choose(page, "tr_model", "vae")
     expect(page.locator("#tr_beta")).to_be_visible()
     expect(page.locator("#tr_noise")).to_be_hidden()
     expect(page.locator("#tr_extra textarea")).to_be_visible()
@@ -412,6 +414,13 @@ def test_train_form_shows_the_settings_the_chosen_model_has(ui):
     screenshot(page, "train_form_denoising_ae")
     page.locator("#tr_model input").click()
     page.get_by_role("option", name="vae", exact=True).click()
+    expect(page.locator("#tr_beta")).to_be_visible()
+    # The dataset follows the model's data kind and back: a table model takes a table, an image model images.
+    choose(page, "tr_model", "tabular_vae")
+    expect(page.locator("#tr_dataset input")).to_have_value("breast_cancer")
+    choose(page, "tr_dataset", "digits")
+    expect(page.locator("#tr_model input")).to_have_value("ae")
+    choose(page, "tr_model", "vae")
     expect(page.locator("#tr_beta")).to_be_visible()
     assert_clean(ui)
 
