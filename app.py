@@ -699,7 +699,7 @@ def parse_args(argv=None):
     p.add_argument("--no-umap-warmup", action="store_true", help="do not compile UMAP in the background at start")
     p.add_argument("--train-memory-limit", metavar="GB", type=float, default=None,
                    help=f"memory one training run from the page may use, RAM or GPU memory (default: "
-                        f"{MEMORY_SHARE:.0%} of what is free when it starts); a run estimated to need more is refused "
+                        f"{MEMORY_SHARE * 100:.0f}%% of what is free when it starts); a run estimated to need more is refused "
                         "with the estimate")
     args = p.parse_args(argv)
     if args.train_memory_limit is not None and not (math.isfinite(args.train_memory_limit)

@@ -95,3 +95,11 @@ def test_missing_mnist_is_a_clear_error(tmp_path):
                check=False)
     assert proc.returncode == 2
     assert "mnist not found: expected train-images-idx3-ubyte" in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["-m", "vae_explorer", "train", "--help"], ["-m", "vae_explorer", "eval", "--help"],
+                                  ["-m", "vae_explorer", "--help"], ["app.py", "--help"]])
+def test_every_help_page_prints(argv):
+    # argparse formats help texts with %: a bare "50% of" in one crashed `--help` with a TypeError.
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr[-1000:]

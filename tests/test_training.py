@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -215,3 +216,26 @@ def test_compiled_training_compiles_once_and_keeps_the_vq_bookkeeping(digits):
     steps = 2 * -(-len(digits.train_x) // config.batch_size)
     assert model.quantizers[0].steps == steps  # the bookkeeping ran at every step, compiled or not
     assert all(math.isfinite(h["test"]["loss"]) for h in result.history)
+
+
+def test_threads_apply_while_training_and_are_restored(digits):
+    before = torch.get_num_threads()
+    seen = []
+    model = build_model("ae", **digits.model_settings())
+    fit(model, digits, TrainConfig(epochs=1, batch_size=256, device="cpu", threads=before + 1, history_images=0),
+        callback=lambda event: seen.append(torch.get_num_threads()))
+    assert seen and set(seen) == {before + 1} and torch.get_num_threads() == before
+
+
+def test_each_epoch_evaluates_a_fixed_evenly_spaced_subset_of_a_large_test_split(digits):
+    torch.manual_seed(0)
+    config = TrainConfig(epochs=1, batch_size=256, device="cpu", iwae_k=0, history_images=0, eval_items=100)
+    result = fit(build_model("ae", **digits.model_settings()), digits, config)
+    epoch = result.history[-1]
+    subset = digits.test_x.index_select(0, torch.linspace(0, len(digits.test_x) - 1, 100).long())
+    assert epoch["test_items"] == 100 < len(digits.test_x)
+    assert epoch["test"]["loss"] == pytest.approx(evaluate(result.model, subset)["loss"], rel=1e-6)
+    whole = fit(build_model("ae", **digits.model_settings()), digits, replace(config, eval_items=0)).history[-1]
+    assert whole["test_items"] == len(digits.test_x)
+    with pytest.raises(ValueError, match="eval_items must be >= 0"):
+        replace(config, eval_items=-1).validate()

@@ -382,7 +382,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help=f"checkpoint path (default: {DEFAULT_DIR}/MODEL_DATASET_TIME)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
     parser.add_argument("--memory-limit", metavar="GB", default=None,
-                        help=f"memory the run may use, RAM or GPU memory (default {MEMORY_SHARE:.0%} of what is free); "
+                        help=f"memory the run may use, RAM or GPU memory (default {MEMORY_SHARE * 100:.0f}%% of what is free); "
                              "a run estimated to need more is refused before it starts")
 
 
