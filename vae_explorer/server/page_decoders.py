@@ -21,6 +21,7 @@ from pathlib import Path
 from ..models import page
 
 log = logging.getLogger(__name__)
+PAGE_SCRIPT = Path(__file__).resolve().parent / "static" / "decoder.js"  # what runs them in the page
 PAGE_CHANNELS = (1, 3)  # grey or RGB: what the page draws
 
 
