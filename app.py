@@ -135,9 +135,10 @@ def page_view(key: str, label: str) -> gr.HTML:
                    js_on_load=f"window.vaePage.attach({json.dumps(key)}, element, props, watch);")
 
 
-def page_spec(make, fallback: str) -> str:
-    """An explorer's page spec as a view's value: the decoder's file as a URL of the app's static files, and
-    the hidden button the page clicks to have the server decode instead. A bad choice is the other
+def page_spec(make, fallback: str, inputs: list[str]) -> str:
+    """An explorer's page spec as a view's value: the decoder's file as a URL of the app's static files, the
+    sliders whose `input` events it decodes on (elem_ids, in the order of the values), and the hidden button
+    the page clicks to have the server decode instead. A bad choice is the other
     listener's message to show: here it only sends the view to the server's image."""
     try:
         spec = make()
@@ -145,7 +146,7 @@ def page_spec(make, fallback: str) -> str:
         spec = {"decoder": None, "reason": str(e)}
     if spec.get("decoder"):
         spec["decoder"] = f"gradio_api/file={spec['decoder']}"  # relative: works under a root path too
-    return json.dumps({**spec, "fallback": fallback})
+    return json.dumps({**spec, "fallback": fallback, "inputs": inputs})
 
 
 def _checked(widget, payload):
@@ -415,15 +416,18 @@ def sliders_tab(page: Page) -> None:
     wire([tab.select, model.change, index.submit], setup, [model, index], [*sliders, image, rows, text],
          api_name="slider_setup")
     def spec(name, start):
-        return page_spec(lambda: ex.page_sliders(name, start), "sl_fallback")
+        return page_spec(lambda: ex.page_sliders(name, start), "sl_fallback", [s.elem_id for s in sliders])
 
     wire([tab.select, model.change, index.submit], spec, [model, index], view, api_visibility="private",
          show_progress="hidden")
-    # The drag decodes in the page: a js-only event, no request per frame. Where the page cannot decode
-    # the model, decoder.js clicks the hidden button instead, whose listener is the server's decode (and
-    # the API's /decode, as before).
+    # The drag decodes in the page, no request per frame: decoder.js draws on the range inputs' own events,
+    # and this js-only event covers the rest (a typed value); where the page cannot decode the model it
+    # clicks the hidden button instead, whose listener is the server's decode (and the API's /decode).
     gr.on([s.input for s in sliders], None, sliders, None, js="(...v) => { window.vaePage.input(['sl'], v); }",
           api_visibility="private")
+    # Values the server sets (the setup when the tab opens again) are drawn too; the server's image has them.
+    gr.on([s.change for s in sliders], None, sliders, None,
+          js="(...v) => { window.vaePage.input(['sl'], v, false); }", api_visibility="private")
     wire(fallback.click, decode, [model, index, *sliders], [image, rows], api_name="decode",
          trigger_mode="always_last", show_progress="hidden", concurrency_limit=4)
 
@@ -474,8 +478,8 @@ def interpolate_tab(page: Page) -> None:
     wire([tab.select, *changes, steps.release], strips, [*inputs, steps], [strip, strip_rows, text],
          api_name="interpolate")
     def page_specs(a, b, ia, ib, ua, ub, path, t_value):
-        return tuple(page_spec(lambda n=n: ex.page_interpolation(n, ia, ib, t_value, path, ua, ub), "in_fallback")
-                     for n in (a, b))
+        return tuple(page_spec(lambda n=n: ex.page_interpolation(n, ia, ib, t_value, path, ua, ub), "in_fallback",
+                               [t.elem_id]) for n in (a, b))
 
     wire([tab.select, *changes], page_specs, [*inputs, t], [view_a, view_b], api_visibility="private",
          show_progress="hidden")

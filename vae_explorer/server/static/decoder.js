@@ -161,11 +161,13 @@
     view.how.textContent = text;
   }
 
-  function render(view, z) {
+  function render(view, z, source = "spec") {
     const start = performance.now();
     draw(view, forward(view.net, z));
     const end = performance.now();
-    frames.push({view: view.key, start, end});
+    const frame = {view: view.key, source, start, end, shown: null};
+    requestAnimationFrame(() => { frame.shown = performance.now(); });  // the next frame the screen shows
+    frames.push(frame);
     if (frames.length > 5000) frames.splice(0, frames.length - 5000);
     view.drawn += 1;
     view.ms.textContent = ` Last frame: ${(end - start).toFixed(1)} ms.`;
@@ -215,6 +217,7 @@
     const caption = `${spec.model}: decoded in your browser, no request to the server per frame (${spec.summary}).`;
     if (view.net && view.netUrl === spec.decoder) {  // the same decoder, another item: draw at once
       setMode(view, "page", caption);
+      view.drawnInput = null;
       render(view, codeOf(view, view.latest));
       return;
     }
@@ -225,6 +228,7 @@
       if (version !== view.version) return;  // a newer spec arrived meanwhile
       view.net = net;
       view.netUrl = spec.decoder;
+      view.drawnInput = null;
       setMode(view, "page", caption);
       render(view, codeOf(view, view.latest));
     } catch (e) {
@@ -244,19 +248,48 @@
     setSpec(view, props.value);
   }
 
-  // The drag path: called from js-only slider events (no request). A view decoding on the server instead
-  // clicks its hidden fallback button, whose listener is the server's decode endpoint.
-  function input(keys, value) {
+  // The drag path, twice over, neither making a request:
+  // - the range inputs' own `input` events (one capturing listener for the document, so it survives Gradio
+  //   re-rendering the sliders) decode at once, within the event's dispatch, before Gradio's own handlers;
+  // - Gradio's js-only slider events call `input` after Gradio has taken the value: it draws what the first
+  //   path did not see (a number typed in the slider's box; with askIfServer false, values the server set,
+  //   as when the tab is opened again), and where the page cannot decode the model it clicks the view's
+  //   hidden button, whose listener is the server's decode (with the values Gradio holds).
+  const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+
+  function update(view, value, source) {
+    view.latest = value;
+    if (view.mode !== "page" || same(value, view.drawnInput)) return;  // "loading" draws view.latest when ready
+    view.drawnInput = value;
+    render(view, codeOf(view, value), source);
+  }
+
+  document.addEventListener("input", (e) => {
+    const range = e.target;
+    if (!(range instanceof HTMLInputElement) || range.type !== "range") return;
+    for (const view of Object.values(views)) {
+      const ids = view.spec && view.spec.inputs;
+      if (!ids || !ids.some(id => range.closest(`#${id}`))) continue;
+      if (view.spec.directions) {
+        const values = ids.map(id => { const el = document.querySelector(`#${id} input[type=range]`);
+                                       return el ? Number(el.value) : 0; });
+        update(view, values.slice(0, view.spec.directions.length), "input");
+      } else {
+        update(view, Number(range.value), "input");
+      }
+    }
+  }, true);
+
+  function input(keys, value, askIfServer = true) {
     let server = null;
     for (const key of keys) {
       const view = views[key];
       if (!view || !view.spec) continue;
-      view.latest = value;
-      if (view.mode === "page") render(view, codeOf(view, value));
-      else if (view.mode === "server") server = view;
-      // "loading": the decoder draws view.latest as soon as it arrives
+      const v = Array.isArray(value) && view.spec.directions ? value.slice(0, view.spec.directions.length).map(Number)
+        : Array.isArray(value) ? value : Number(value);
+      if (view.mode === "server") { view.latest = v; server = view; } else update(view, v, "gradio");
     }
-    if (server) askServer(server);
+    if (server && askIfServer) askServer(server);
   }
 
   window.vaePage = {attach, input, load, forward, views, frames};
