@@ -478,6 +478,49 @@ def test_the_interpolation_t_drag_decodes_in_the_page(ui):
     assert_clean(ui)
 
 
+def test_the_page_runs_every_op_as_torch_does(ui):
+    """decoder.js against torch on decoders bigger and odder than the shipped ones: an RGB conv decoder of an
+    odd size (output padding on one axis only), a leaky-ReLU MLP, and one of every other layer the page knows
+    (batch norm, upsampling, conv2d, tanh), each fetched as a page fetches it and run on random codes."""
+    import numpy as np
+    import torch
+
+    from vae_explorer import build_model
+    from vae_explorer.models import page as page_ops
+
+    from .test_page_decoder import _Layers
+
+    class Wrapped:  # _Layers as a model: what PageDecoders asks of one
+        def __init__(self):
+            torch.manual_seed(3)
+            self.net = _Layers().eval()
+            for bn in (self.net.net[1], self.net.net[6]):
+                bn.running_mean.uniform_(-1, 1)
+                bn.running_var.uniform_(0.5, 2)
+
+        def page_decoder(self):
+            return page_ops.describe(self.net, [], 3, (1, 2, 3))
+
+        def decode(self, z):
+            return self.net(z)
+
+    torch.manual_seed(0)
+    models = {"conv_rgb": build_model("conv_vae", input_shape=(3, 20, 13), latent_dim=6),
+              "mlp_leaky": build_model("vae", activation="leaky_relu", hidden=(64, 32), latent_dim=5),
+              "every_op": Wrapped()}
+    for name, model in models.items():
+        export = ui.explorer.pages.export(model, f"optest-{name}")
+        assert export.index_file is not None, export.reason
+        z = torch.randn(4, model.page_decoder().latent_dim) * 2
+        got = ui.page.evaluate("""async ([url, codes]) => { const net = await window.vaePage.load(url);
+            return codes.map(z => Array.from(window.vaePage.forward(net, z))); }""",
+                               [f"gradio_api/file={export.index_file}", z.tolist()])
+        with torch.no_grad():
+            want = model.decode(z).reshape(len(z), -1).numpy()
+        err = np.abs(np.asarray(got) - want).max()
+        assert err < 1e-5, f"{name}: the page's decode differs from torch's by {err:.3g}"
+
+
 def test_a_model_the_page_cannot_run_is_decoded_on_the_server(ui):
     """A table model's rows are drawn by the server: the page says so, and a slider move asks the server."""
     page = ui.page

@@ -70,23 +70,32 @@
     return {y, shape: [Cout, Ho, Wo]};
   }
 
-  function convTranspose2d(W, b, x, [Cin, H, Wd], s, p, op) {  // W (Cin, Cout, k, k)
-    const [, Cout, k] = W.shape, w = W.data;
+  function convTranspose2d(W, b, x, [Cin, H, Wd], s, p, op, scratch) {  // W (Cin, Cout, k, k)
+    const [, Cout, k] = W.shape, w = W.data, K = Cout * k * k;
     const Ho = (H - 1) * s - 2 * p + k + op[0], Wo = (Wd - 1) * s - 2 * p + k + op[1];
     const y = new Float32Array(Cout * Ho * Wo);
     for (let co = 0; co < Cout; co++) y.fill(b.data[co], co * Ho * Wo, (co + 1) * Ho * Wo);
-    for (let ci = 0; ci < Cin; ci++) for (let ih = 0; ih < H; ih++) for (let iw = 0; iw < Wd; iw++) {
-      const v = x[(ci * H + ih) * Wd + iw];
-      if (v === 0) continue;  // after a ReLU most inputs are zero: they add nothing
-      for (let co = 0; co < Cout; co++) {
-        const wbase = (ci * Cout + co) * k * k, ybase = co * Ho * Wo;
-        for (let kh = 0; kh < k; kh++) {
-          const oh = ih * s - p + kh;
-          if (oh < 0 || oh >= Ho) continue;
-          for (let kw = 0; kw < k; kw++) {
-            const ow = iw * s - p + kw;
-            if (ow >= 0 && ow < Wo) y[ybase + oh * Wo + ow] += v * w[wbase + kh * k + kw];
-          }
+    // Per input pixel, its kernel for every output channel at once: tmp (Cout·k·k) = Σ_ci x[ci] · W[ci], a
+    // contiguous row of W per input channel (fast in a JIT), then scattered into the output.
+    const tmp = scratch.length >= K ? scratch : new Float32Array(K);
+    for (let ih = 0; ih < H; ih++) for (let iw = 0; iw < Wd; iw++) {
+      tmp.fill(0, 0, K);
+      let any = false;
+      for (let ci = 0; ci < Cin; ci++) {
+        const v = x[(ci * H + ih) * Wd + iw];
+        if (v === 0) continue;  // after a ReLU most inputs are zero: they add nothing
+        any = true;
+        const row = ci * K;
+        for (let q = 0; q < K; q++) tmp[q] += v * w[row + q];
+      }
+      if (!any) continue;
+      for (let kh = 0; kh < k; kh++) {
+        const oh = ih * s - p + kh;
+        if (oh < 0 || oh >= Ho) continue;
+        for (let kw = 0; kw < k; kw++) {
+          const ow = iw * s - p + kw;
+          if (ow < 0 || ow >= Wo) continue;
+          for (let co = 0; co < Cout; co++) y[(co * Ho + oh) * Wo + ow] += tmp[(co * k + kh) * k + kw];
         }
       }
     }
@@ -111,7 +120,8 @@
         }
         case "conv2d": ({y: x, shape} = conv2d(T[op.w], T[op.b], x, shape, op.stride, op.padding)); break;
         case "conv_transpose2d":
-          ({y: x, shape} = convTranspose2d(T[op.w], T[op.b], x, shape, op.stride, op.padding, op.output_padding));
+          ({y: x, shape} = convTranspose2d(T[op.w], T[op.b], x, shape, op.stride, op.padding, op.output_padding,
+                                           net.scratch || (net.scratch = new Float32Array(4096))));
           break;
         case "upsample": {
           const [C, H, W] = shape, f = op.factor, Ho = H * f, Wo = W * f, y = new Float32Array(C * Ho * Wo);
