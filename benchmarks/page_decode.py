@@ -53,6 +53,12 @@ def pct(values, q) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
+def summary(values) -> dict:
+    """What the JSON keeps of a list of times (ms): the count and its percentiles."""
+    return {"n": len(values), "p50": round(pct(values, 50), 3), "p95": round(pct(values, 95), 3),
+            "max": round(max(values), 3) if values else None}
+
+
 def drag(page, moves: int) -> tuple[list[float], list[float], list[float], list[str]]:
     """One mouse drag of slider_0 end to end: (event -> drawn ms, event -> next animation frame ms,
     decode+draw ms, requests)."""
@@ -137,8 +143,8 @@ def main(argv=None) -> int:
                     shown += b
                     work += c
                     requests += d
-                saved["models"][name] = {"latency_ms": latencies, "shown_ms": shown, "decode_draw_ms": work,
-                                         "requests": requests}
+                saved["models"][name] = {"latency_ms": summary(latencies), "shown_ms": summary(shown),
+                                         "decode_draw_ms": summary(work), "requests": requests}
                 rows.append(f"| {name} | {len(latencies)} | {pct(latencies, 50):.1f} / {pct(latencies, 95):.1f} / "
                             f"{max(latencies):.1f} | {pct(shown, 50):.1f} / {pct(shown, 95):.1f} | "
                             f"{pct(work, 50):.2f} / {pct(work, 95):.2f} | {len(requests)} |")
@@ -148,7 +154,7 @@ def main(argv=None) -> int:
                 torch.manual_seed(0)
                 export = explorer.pages.export(build_model(model_name, **settings), "bench-" + model_name)
                 times = page.evaluate(FORWARD, [f"gradio_api/file={export.index_file}", args.calls])
-                saved["bigger"][label] = {"decode_ms": times, "summary": export.summary}
+                saved["bigger"][label] = {"decode_ms": summary(times), "summary": export.summary}
                 bigger.append(f"| {label} | {export.summary} | {pct(times, 50):.2f} / {pct(times, 95):.2f} |")
                 print(bigger[-1], flush=True)
             browser.close()
