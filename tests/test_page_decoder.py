@@ -150,3 +150,39 @@ def test_the_files_for_the_page_hold_the_weights(tmp_path):
     assert second.index_file != first.index_file and second.index_file.exists()
     assert not first.index_file.exists()  # the old decoder's files are removed
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".bin", ".json"]
+
+
+def test_the_explorer_sends_the_code_the_server_decodes_and_a_new_decoder_for_a_new_checkpoint(tmp_path):
+    """The page's slider code (offset + values · directions) is the server's, and a checkpoint rewritten
+    under the same name (a retrained model) points pages at new files."""
+    import shutil
+
+    from vae_explorer.server import Explorer
+    from tests.conftest import REPO
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for name in ("digits_vae", "digits_beta_vae", "breast_cancer_tabular_ae"):
+        shutil.copy(REPO / "checkpoints" / f"{name}.safetensors", folder)
+    ex = Explorer(folder, projection_cache=tmp_path / "projections")
+    try:
+        spec = ex.page_sliders("digits_vae", 3)
+        entry = ex.load("digits_vae")
+        axes = ex._slider_axes(entry)
+        moved = np.asarray(spec["values"]) + 0.5
+        page_code = np.asarray(spec["offset"]) + moved @ np.asarray(spec["directions"])
+        assert np.allclose(page_code, axes.compose(entry.codes[3], moved), atol=1e-6)
+        assert spec["shape"] == [1, 8, 8] and spec["scale"] == 24  # the server's 192-pixel image of 8×8 items
+        first = spec["decoder"]
+        assert first.startswith(str(ex.pages.folder)) and first.endswith(".json")
+        assert ex.page_sliders("digits_vae", 5)["decoder"] == first  # written once per checkpoint version
+
+        shutil.copy(folder / "digits_beta_vae.safetensors", folder / "digits_vae.safetensors")  # "retrained"
+        assert ex.page_sliders("digits_vae", 3)["decoder"] != first
+        ends = ex.page_interpolation("digits_vae", 0, 1, 0.25, "spherical")
+        assert len(ends["za"]) == len(ends["zb"]) == 2 and ends["mode"] == "spherical" and ends["t"] == 0.25
+
+        table = ex.page_sliders("breast_cancer_tabular_ae", 0)
+        assert table["decoder"] is None and "table" in table["reason"]
+    finally:
+        ex.close()
