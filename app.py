@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
 import logging
 import math
 import os
@@ -35,6 +36,7 @@ from vae_explorer.latent import PROJECTIONS  # noqa: E402
 from vae_explorer.memory import MEMORY_SHARE  # noqa: E402
 from vae_explorer.models import LIKELIHOODS, MODELS, load_plugins  # noqa: E402
 from vae_explorer.server import MAX_SLIDERS, Explorer, ViewError, number_input  # noqa: E402
+from vae_explorer.server.page_decoders import PAGE_SCRIPT  # noqa: E402
 
 log = logging.getLogger("vae_explorer.app")
 
@@ -63,10 +65,23 @@ CLICK_BRIDGE = """
 </script>
 """
 
+# Views decoded in the page while a slider moves (decoder.js): key -> (its canvas view, the server's image).
+# decoder.js sets <html data-vae-KEY="page|loading|server">: the canvas shows only while the page decodes,
+# the server's image otherwise (a model the page cannot run, a decoder still loading).
+PAGE_VIEWS = {"sl": ("sl_view", "sl_image"), "in-a": ("in_view_a", "in_img_a"), "in-b": ("in_view_b", "in_img_b")}
+PAGE_VIEW = ('<div class="vae-view"><p class="vae-label">{label}</p><canvas width="1" height="1"></canvas>'
+             '<p class="vae-caption"><span class="vae-how"></span><span class="vae-ms"></span></p></div>')
+
 CSS = """
 .caption p { font-size: 0.9em; }
 #pick_button { display: none; }
-"""
+.vae-view canvas { display: none; image-rendering: pixelated; max-width: 100%; height: auto; margin: 0 auto; }
+.vae-caption { font-size: 0.85em; opacity: 0.8; margin: 0.2em 0; }
+.vae-label { font-size: 0.9em; margin: 0 0 0.3em 0; display: none; }
+""" + "".join(f'html[data-vae-{key}="page"] #{image} {{ display: none !important; }}\n'
+              f'html[data-vae-{key}="page"] #{view} canvas, html[data-vae-{key}="page"] #{view} .vae-label '
+              f'{{ display: block; }}\n'
+              for key, (view, image) in PAGE_VIEWS.items())
 
 INTRO = """# vae-explorer
 See what autoencoders learn. **Latent map**: how an autoencoder (left) and a VAE (right) arrange the same
@@ -110,6 +125,28 @@ def pair(value, tabular: bool) -> tuple:
     """An item view's value to its image (pictures) or its table twin (rows); the other is hidden."""
     return (gr.update(value=None if tabular else value, visible=not tabular),
             gr.update(value=value if tabular else None, visible=tabular))
+
+
+def page_view(key: str, label: str) -> gr.HTML:
+    """A canvas that the page decodes into itself (decoder.js) while a slider moves, with a caption saying
+    where the decoding happens. Its value is the server's JSON spec (page_spec); the template never shows it."""
+    return gr.HTML("", html_template=PAGE_VIEW.format(label=label), elem_id=PAGE_VIEWS[key][0],
+                   head=f'<script src="gradio_api/file={PAGE_SCRIPT}"></script>',
+                   js_on_load=f"window.vaePage.attach({json.dumps(key)}, element, props, watch);")
+
+
+def page_spec(make, fallback: str, inputs: list[str]) -> str:
+    """An explorer's page spec as a view's value: the decoder's file as a URL of the app's static files, the
+    sliders whose `input` events it decodes on (elem_ids, in the order of the values), and the hidden button
+    the page clicks to have the server decode instead. A bad choice is the other
+    listener's message to show: here it only sends the view to the server's image."""
+    try:
+        spec = make()
+    except ViewError as e:
+        spec = {"decoder": None, "reason": str(e)}
+    if spec.get("decoder"):
+        spec["decoder"] = f"gradio_api/file={spec['decoder']}"  # relative: works under a root path too
+    return json.dumps({**spec, "fallback": fallback, "inputs": inputs})
 
 
 def _checked(widget, payload):
@@ -358,9 +395,11 @@ def sliders_tab(page: Page) -> None:
                 sliders = [CheckedSlider(-1000, 1000, value=0, step=0.001, label=f"z[{i}]", visible=i < 2,
                                          elem_id=f"slider_{i}") for i in range(MAX_SLIDERS)]
             with gr.Column(scale=1):
+                view = page_view("sl", "Decoded")
                 image = gr.Image(label="Decoded", format="png", elem_id="sl_image", height=220)
                 rows = table_twin("sl_rows", "Decoded row (categories with their probability)")
                 text = gr.Markdown(elem_classes="caption")
+                fallback = gr.Button("Decode on the server", visible="hidden", elem_id="sl_fallback")
         page.model_cards(tab.select, model)
 
     def setup(name, start):
@@ -376,7 +415,20 @@ def sliders_tab(page: Page) -> None:
 
     wire([tab.select, model.change, index.submit], setup, [model, index], [*sliders, image, rows, text],
          api_name="slider_setup")
-    wire([s.input for s in sliders], decode, [model, index, *sliders], [image, rows], api_name="decode",
+    def spec(name, start):
+        return page_spec(lambda: ex.page_sliders(name, start), "sl_fallback", [s.elem_id for s in sliders])
+
+    wire([tab.select, model.change, index.submit], spec, [model, index], view, api_visibility="private",
+         show_progress="hidden")
+    # The drag decodes in the page, no request per frame: decoder.js draws on the range inputs' own events,
+    # and this js-only event covers the rest (a typed value); where the page cannot decode the model it
+    # clicks the hidden button instead, whose listener is the server's decode (and the API's /decode).
+    gr.on([s.input for s in sliders], None, sliders, None, js="(...v) => { window.vaePage.input(['sl'], v); }",
+          api_visibility="private")
+    # Values the server sets (the setup when the tab opens again) are drawn too; the server's image has them.
+    gr.on([s.change for s in sliders], None, sliders, None,
+          js="(...v) => { window.vaePage.input(['sl'], v, false); }", api_visibility="private")
+    wire(fallback.click, decode, [model, index, *sliders], [image, rows], api_name="decode",
          trigger_mode="always_last", show_progress="hidden", concurrency_limit=4)
 
 
@@ -396,8 +448,13 @@ def interpolate_tab(page: Page) -> None:
             upload_b = gr.File(label="…or upload B", file_types=["image"], type="filepath")
         t = CheckedSlider(0, 1, value=0.5, step=0.01, label="t (0 = A, 1 = B)", elem_id="in_t")
         with gr.Row():
-            at_a = gr.Image(label="Model 1 at t", format="png", elem_id="in_img_a", height=180)
-            at_b = gr.Image(label="Model 2 at t", format="png", elem_id="in_img_b", height=180)
+            with gr.Column():
+                view_a = page_view("in-a", "Model 1 at t")
+                at_a = gr.Image(label="Model 1 at t", format="png", elem_id="in_img_a", height=180)
+            with gr.Column():
+                view_b = page_view("in-b", "Model 2 at t")
+                at_b = gr.Image(label="Model 2 at t", format="png", elem_id="in_img_b", height=180)
+        fallback = gr.Button("Decode on the server", visible="hidden", elem_id="in_fallback")
         with gr.Row():
             at_a_rows = table_twin("in_rows_a", "Model 1 at t")
             at_b_rows = table_twin("in_rows_b", "Model 2 at t")
@@ -420,8 +477,17 @@ def interpolate_tab(page: Page) -> None:
                mode.change]
     wire([tab.select, *changes, steps.release], strips, [*inputs, steps], [strip, strip_rows, text],
          api_name="interpolate")
-    wire([tab.select, t.input, *changes], at, [*inputs, t], [at_a, at_a_rows, at_b, at_b_rows], api_name="interpolate_at",
-         trigger_mode="always_last", show_progress="hidden", concurrency_limit=4)
+    def page_specs(a, b, ia, ib, ua, ub, path, t_value):
+        return tuple(page_spec(lambda n=n: ex.page_interpolation(n, ia, ib, t_value, path, ua, ub), "in_fallback",
+                               [t.elem_id]) for n in (a, b))
+
+    wire([tab.select, *changes], page_specs, [*inputs, t], [view_a, view_b], api_visibility="private",
+         show_progress="hidden")
+    # As the sliders: t decodes in the page; a model the page cannot run has the hidden button clicked.
+    gr.on(t.input, None, t, None, js="(t) => { window.vaePage.input(['in-a', 'in-b'], t); }",
+          api_visibility="private")
+    wire([tab.select, fallback.click, *changes], at, [*inputs, t], [at_a, at_a_rows, at_b, at_b_rows],
+         api_name="interpolate_at", trigger_mode="always_last", show_progress="hidden", concurrency_limit=4)
 
 
 def sample_tab(page: Page) -> None:
@@ -652,6 +718,9 @@ def models_tab(page: Page) -> None:
 
 
 def build_app(explorer: Explorer) -> gr.Blocks:
+    # The page's decoder script and the decoders written for pages; nothing else of the checkpoints folder.
+    explorer.pages.folder.mkdir(parents=True, exist_ok=True)
+    gr.set_static_paths([PAGE_SCRIPT, explorer.pages.folder])
     with ExplorerBlocks(title="vae-explorer", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown(INTRO)
         page = Page(explorer, demo.load, explorer.checkpoint_names(), [])

@@ -133,6 +133,42 @@ def set_range(page, elem_id: str, value: float) -> None:
         "(el, v) => { el.value = String(v); el.dispatchEvent(new Event('input', {bubbles: true})); }", value)
 
 
+# A canvas's pixels as base64 RGB rows (the page-decoded views draw into one).
+JS_CANVAS = """id => { const c = document.querySelector(`#${id} canvas`);
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let s = ''; for (let i = 0; i < d.length; i += 4) s += String.fromCharCode(d[i], d[i + 1], d[i + 2]);
+    return [c.width, c.height, btoa(s)]; }"""
+
+
+def canvas_pixels(page, elem_id: str):
+    """The canvas in #elem_id as a (H, W, 3) uint8 array."""
+    import base64
+
+    import numpy as np
+
+    w, h, data = page.evaluate(JS_CANVAS, elem_id)
+    return np.frombuffer(base64.b64decode(data), np.uint8).reshape(h, w, 3)
+
+
+def wait_canvas(page, elem_id: str, other_than) -> None:
+    """Wait until the canvas in #elem_id shows something other than the pixels `other_than`."""
+    import base64
+
+    page.wait_for_function(f"([id, old]) => ({JS_CANVAS})(id)[2] !== old",
+                           arg=[elem_id, base64.b64encode(other_than.tobytes()).decode()])
+
+
+def wait_page_decoding(page, key: str, model: str) -> None:
+    """Wait until view `key` decodes `model` in the page: its decoder fetched, a frame drawn, and what it drew
+    is what the sliders show (the server's slider setup and the page's spec arrive by separate calls)."""
+    page.wait_for_function("""([key, model]) => { const v = window.vaePage && window.vaePage.views[key];
+        if (!(v && v.mode === 'page' && v.spec && v.spec.model === model && v.drawn > 0)) return false;
+        const dom = v.spec.inputs.map(id => { const el = document.querySelector(`#${id} input[type=range]`);
+                                              return el ? Number(el.value) : 0; });
+        return JSON.stringify(v.spec.directions ? dom.slice(0, v.spec.directions.length) : dom[0])
+            === JSON.stringify(v.latest); }""", arg=[key, model])
+
+
 def screenshot(page, view: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{view}.png"), full_page=True)
 
@@ -217,13 +253,13 @@ def test_reconstruct_chosen_images(ui):
 def test_latent_slider_redecodes(ui):
     page = ui.page
     open_tab(page, "Latent sliders")
-    before = wait_img(page, "sl_image")
+    wait_page_decoding(page, "sl", "digits_vae")
+    before = canvas_pixels(page, "sl_view")
     slider = page.locator("#slider_0 input[type=range]")
     expect(slider).to_be_visible()
     high = float(slider.get_attribute("max"))
     set_range(page, "slider_0", high)
-    after = wait_img(page, "sl_image", other_than=before)
-    assert after != before
+    wait_canvas(page, "sl_view", other_than=before)
     expect(page.locator("#slider_0 input[type=number]")).to_have_value(str(slider.input_value()))
     screenshot(page, "latent_sliders")
     assert_clean(ui)
@@ -233,11 +269,274 @@ def test_interpolation_slider_moves_both_models(ui):
     page = ui.page
     open_tab(page, "Interpolate")
     wait_img(page, "in_strip")
-    before = {k: wait_img(page, k) for k in ("in_img_a", "in_img_b")}
+    for key, name in (("in-a", "digits_ae"), ("in-b", "digits_vae")):
+        wait_page_decoding(page, key, name)
+    before = {v: canvas_pixels(page, v) for v in ("in_view_a", "in_view_b")}
     set_range(page, "in_t", 0.95)
-    for k, old in before.items():
-        wait_img(page, k, other_than=old)
+    for v, old in before.items():
+        wait_canvas(page, v, other_than=old)
     screenshot(page, "interpolate")
+    assert_clean(ui)
+
+
+# ---- decoding in the page: a drag makes no request, every frame is quick and matches the server ----------
+
+FRAME_BUDGET_MS = 16.0  # one frame at 60 Hz, input event to canvas drawn (p95)
+
+# Input events on a range input, stamped in the page's clock: the drag's start, for the frame times.
+JS_RECORD_INPUTS = """sel => { const el = document.querySelector(sel); window.__vaeInputs = [];
+    if (!el.__vaeRecorded) el.addEventListener('input', e => window.__vaeInputs.push({t: e.timeStamp}), true);
+    el.__vaeRecorded = true; }"""
+
+# The page's periodic polls (gr.Timer ticks: the checkpoint list every 3 s) run whether or not anyone drags.
+JS_TIMER_FNS = """() => (window.gradio_config.dependencies || []).filter(d => d.targets.length > 0
+    && d.targets.every(t => t[1] === 'tick')).map(d => d.id)"""
+
+
+@dataclass
+class Drag:
+    latencies_ms: list[float]  # per input event: event -> its frame drawn on the canvas
+    shown_ms: list[float]  # per input event: event -> the next animation frame after the draw (on screen)
+    requests: list[str]  # to the server during the drag (the timers' polls excluded)
+    polls: int  # the timers' polls that fell in the drag (each a queue/join and its result stream)
+
+    def p95(self) -> float:
+        import numpy as np
+
+        return float(np.percentile(self.latencies_ms, 95))
+
+
+def wait_quiet(page, quiet_ms: int = 800, timeout_s: float = 20.0) -> None:
+    """Wait until the page has sent no request for `quiet_ms` (and its answers are in): what opening a tab
+    asked the server for is done, so a drag that follows is measured alone."""
+    seen = []
+
+    def note(r):
+        seen.append(r)
+
+    page.on("request", note)
+    page.on("requestfinished", note)
+    try:
+        deadline, last, count = time.time() + timeout_s, time.time(), -1
+        while time.time() < deadline:
+            if len(seen) != count:
+                count, last = len(seen), time.time()
+            elif time.time() - last > quiet_ms / 1000:
+                return
+            page.wait_for_timeout(100)
+    finally:
+        page.remove_listener("request", note)
+        page.remove_listener("requestfinished", note)
+
+
+def drag(page, elem_id: str, key: str, steps: int = 120) -> Drag:
+    """Drag the slider #elem_id's thumb with the mouse from its left to its right end in `steps` moves, as a
+    person does, recording every request the page makes meanwhile and how long each input event took to
+    reach the canvas of view `key` (performance.now() in the page: decoder.js stamps each frame)."""
+    import json
+
+    wait_quiet(page)
+    timer_fns = set(page.evaluate(JS_TIMER_FNS))
+    requests, polls, streams = [], [], []
+
+    def on_request(r):
+        fn = None
+        if r.post_data:
+            try:
+                fn = json.loads(r.post_data).get("fn_index")
+            except ValueError:
+                pass
+        (polls if fn in timer_fns else requests).append(f"{r.method} {r.url} fn={fn}")
+        if "/queue/data" in r.url and requests and requests[-1].endswith("fn=None"):
+            streams.append(requests.pop())  # a queued call's result stream: whose call, see below
+
+    track = page.locator(f"#{elem_id} input[type=range]")
+    track.scroll_into_view_if_needed()
+    box = track.bounding_box()
+    page.evaluate(JS_RECORD_INPUTS, f"#{elem_id} input[type=range]")
+    frames_before = page.evaluate("() => window.vaePage.frames.length")
+    y = box["y"] + box["height"] / 2
+    page.on("request", on_request)
+    try:
+        page.mouse.move(box["x"] + 2, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] - 2, y, steps=steps)
+        page.mouse.up()
+        page.wait_for_timeout(300)  # anything the drag would have sent is on its way by now
+    finally:
+        page.remove_listener("request", on_request)
+    page.wait_for_function("() => window.vaePage.frames.every(f => f.shown !== null)")
+    inputs = page.evaluate("() => window.__vaeInputs")
+    frames = [f for f in page.evaluate("() => window.vaePage.frames")[frames_before:] if f["view"] == key]
+    assert len(inputs) >= steps // 2, f"only {len(inputs)} input events from {steps} mouse moves"
+    # Each input event's frame: the first drawn after it (frames in order; a frame no event asked for, as
+    # Gradio re-sending a value, is skipped). Every event must have one.
+    latencies, shown, k = [], [], 0
+    for event in inputs:
+        while k < len(frames) and frames[k]["start"] < event["t"]:
+            k += 1
+        assert k < len(frames), f"no frame after the input event at {event['t']:.1f} ms"
+        latencies.append(frames[k]["end"] - event["t"])
+        shown.append(frames[k]["shown"] - event["t"])
+        k += 1
+    # Each queued call reads its result over one queue/data stream: with no call of the drag's own
+    # (`requests` empty), the streams are the polls'.
+    if requests:
+        requests += streams
+    else:
+        assert len(streams) <= len(polls), (streams, polls)
+    return Drag(latencies, shown, requests, len(polls))
+
+
+def assert_matches_server(pixels, server_image, what: str) -> None:
+    """The canvas against the server's PNG of the same code: same size, every pixel within one grey level."""
+    import numpy as np
+
+    server = np.asarray(server_image.convert("RGB"))
+    assert pixels.shape == server.shape, (what, pixels.shape, server.shape)
+    diff = np.abs(pixels.astype(int) - server.astype(int))
+    assert diff.max() <= 1, f"{what}: {int((diff > 1).sum())} channel values differ by up to {diff.max()}"
+
+
+def slider_values(page) -> list[float]:
+    return page.evaluate("""() => [...Array(8).keys()].map(i => {
+        const el = document.querySelector(`#slider_${i} input[type=range]`); return el ? Number(el.value) : 0; })""")
+
+
+@pytest.mark.parametrize("model", ["digits_vae", "digits_conv_vae", "digits_vq_vae"])
+def test_a_slider_drag_decodes_in_the_page(ui, model):
+    """MLP, conv and VQ decoders in the page: a mouse drag of a latent slider makes no request to the server,
+    each frame is drawn within 16 ms of its input event (p95), and the canvas matches the server's decode of
+    the same slider values within one grey level, at the end of the drag and at the sliders' ends."""
+    import numpy as np
+
+    page = ui.page
+    open_tab(page, "Latent sliders")
+    if page.locator("#sl_model input").input_value() != model:
+        before = img_src(page, "sl_image")
+        choose(page, "sl_model", model)
+        wait_img(page, "sl_image", other_than=before)  # the sliders are set up for it
+    wait_page_decoding(page, "sl", model)
+    expect(page.locator("#sl_view")).to_contain_text(f"{model}: decoded in your browser")
+    expect(page.locator("#sl_image")).to_be_hidden()
+    index = int(page.locator("#sl_index input").input_value())
+    assert_matches_server(canvas_pixels(page, "sl_view"),
+                          ui.explorer.decode_sliders(model, index, slider_values(page)), f"{model} at item {index}")
+
+    result = drag(page, "slider_0", "sl")
+    print(f"{model}: {len(result.latencies_ms)} frames, input -> drawn p50 "
+          f"{sorted(result.latencies_ms)[len(result.latencies_ms) // 2]:.2f} ms, p95 {result.p95():.2f} ms, "
+          f"max {max(result.latencies_ms):.2f} ms; on screen p95 {np.percentile(result.shown_ms, 95):.2f} ms; "
+          f"{len(result.requests)} requests ({result.polls} timer polls)")
+    assert result.requests == []
+    assert result.p95() <= FRAME_BUDGET_MS
+    values = slider_values(page)
+    assert_matches_server(canvas_pixels(page, "sl_view"), ui.explorer.decode_sliders(model, index, values),
+                          f"{model} after the drag at {values}")
+    screenshot(page, f"page_decode_{model}")
+    for slider in ("slider_0", "slider_1"):  # the ends of the ranges, where a code is least like the data
+        for end in ("min", "max"):
+            old = canvas_pixels(page, "sl_view")
+            set_range(page, slider, float(page.locator(f"#{slider} input[type=range]").get_attribute(end)))
+            if slider_values(page) != values:
+                wait_canvas(page, "sl_view", other_than=old)
+            values = slider_values(page)
+            assert_matches_server(canvas_pixels(page, "sl_view"), ui.explorer.decode_sliders(model, index, values),
+                                  f"{model} at {values}")
+    assert_clean(ui)
+
+
+def test_the_interpolation_t_drag_decodes_in_the_page(ui):
+    """The t slider decodes both models in the page: no request during a drag, frames within budget, and
+    each canvas is the server's decode of z(t), linear and spherical."""
+    import numpy as np
+
+    page = ui.page
+    open_tab(page, "Interpolate")
+    for key, name in (("in-a", "digits_ae"), ("in-b", "digits_vae")):
+        wait_page_decoding(page, key, name)
+    result = drag(page, "in_t", "in-b")
+    print(f"interpolation: {len(result.latencies_ms)} frames (two models each), p95 {result.p95():.2f} ms, on "
+          f"screen p95 {np.percentile(result.shown_ms, 95):.2f} ms; "
+          f"{len(result.requests)} requests ({result.polls} timer polls)")
+    assert result.requests == []
+    assert result.p95() <= FRAME_BUDGET_MS
+    for path in ("linear", "spherical"):
+        if path == "spherical":
+            page.get_by_label("spherical").check()
+            page.wait_for_function("() => window.vaePage.views['in-b'].spec.mode === 'spherical' "
+                                   "&& window.vaePage.views['in-b'].drawn > 0")
+        for t in (0.0, 0.37, 1.0):
+            set_range(page, "in_t", t)
+            # decoder.js draws within the input event's dispatch: once both views hold t, both are drawn.
+            page.wait_for_function("t => ['in-a', 'in-b'].every(k => Number(window.vaePage.views[k].latest) === t)",
+                                   arg=t)
+            for view, name in (("in_view_a", "digits_ae"), ("in_view_b", "digits_vae")):
+                assert_matches_server(canvas_pixels(page, view), ui.explorer.interpolate_at(name, 0, 1, t, path),
+                                      f"{name} at t={t}, {path}")
+    screenshot(page, "page_decode_interpolate")
+    assert_clean(ui)
+
+
+def test_the_page_runs_every_op_as_torch_does(ui):
+    """decoder.js against torch on decoders bigger and odder than the shipped ones: an RGB conv decoder of an
+    odd size (output padding on one axis only), a leaky-ReLU MLP, and one of every other layer the page knows
+    (batch norm, upsampling, conv2d, tanh), each fetched as a page fetches it and run on random codes."""
+    import numpy as np
+    import torch
+
+    from vae_explorer import build_model
+    from vae_explorer.models import page as page_ops
+
+    from .test_page_decoder import _Layers
+
+    class Wrapped:  # _Layers as a model: what PageDecoders asks of one
+        def __init__(self):
+            torch.manual_seed(3)
+            self.net = _Layers().eval()
+            for bn in (self.net.net[1], self.net.net[6]):
+                bn.running_mean.uniform_(-1, 1)
+                bn.running_var.uniform_(0.5, 2)
+
+        def page_decoder(self):
+            return page_ops.describe(self.net, [], 3, (1, 2, 3))
+
+        def decode(self, z):
+            return self.net(z)
+
+    torch.manual_seed(0)
+    models = {"conv_rgb": build_model("conv_vae", input_shape=(3, 20, 13), latent_dim=6),
+              "mlp_leaky": build_model("vae", activation="leaky_relu", hidden=(64, 32), latent_dim=5),
+              "every_op": Wrapped()}
+    for name, model in models.items():
+        export = ui.explorer.pages.export(model, f"optest-{name}")
+        assert export.index_file is not None, export.reason
+        z = torch.randn(4, model.page_decoder().latent_dim) * 2
+        got = ui.page.evaluate("""async ([url, codes]) => { const net = await window.vaePage.load(url);
+            return codes.map(z => Array.from(window.vaePage.forward(net, z))); }""",
+                               [f"gradio_api/file={export.index_file}", z.tolist()])
+        with torch.no_grad():
+            want = model.decode(z).reshape(len(z), -1).numpy()
+        err = np.abs(np.asarray(got) - want).max()
+        assert err < 1e-5, f"{name}: the page's decode differs from torch's by {err:.3g}"
+
+
+def test_a_model_the_page_cannot_run_is_decoded_on_the_server(ui):
+    """A table model's rows are drawn by the server: the page says so, and a slider move asks the server."""
+    page = ui.page
+    open_tab(page, "Latent sliders")
+    choose(page, "sl_model", "breast_cancer_tabular_vae")
+    page.wait_for_function("() => { const v = window.vaePage && window.vaePage.views.sl; return !!(v && v.spec "
+                           "&& v.mode === 'server' && v.spec.model === 'breast_cancer_tabular_vae'); }")
+    expect(page.locator("#sl_view")).to_contain_text("decoded on the server (its rows are shown as a table)")
+    rows = page.locator("#sl_rows")
+    expect(rows).to_be_visible()
+    before = rows.inner_text()
+    set_range(page, "slider_0", float(page.locator("#slider_0 input[type=range]").get_attribute("max")))
+    expect(rows).not_to_have_text(before)  # the server decoded the moved code
+    screenshot(page, "page_decode_server_fallback")
+    choose(page, "sl_model", "digits_vae")  # leave the tab as the other tests expect it
+    wait_page_decoding(page, "sl", "digits_vae")
     assert_clean(ui)
 
 

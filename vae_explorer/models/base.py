@@ -8,6 +8,7 @@ weight such as beta means the same thing at any batch size.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
@@ -15,7 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import page
 from .likelihoods import LIKELIHOODS
+from .page import PageDecoder
+
+log = logging.getLogger(__name__)
 
 
 class ModelOutput:
@@ -227,3 +232,17 @@ class Autoencoder(nn.Module):
     def learned_state(self) -> dict[str, torch.Tensor]:
         """Learned tensors that are not parameters (an EMA codebook): shown on the model card."""
         return {}
+
+    def page_decoder(self) -> PageDecoder | None:
+        """`decode` as plain layer ops and float32 weights that the page runs itself (models/page.py), or
+        None where it cannot, and the page asks the server. The default describes a `decoder` module
+        followed by a `likelihood`'s mean, which covers the image families; a family decoding otherwise
+        overrides this (or keeps None)."""
+        decoder, likelihood = getattr(self, "decoder", None), getattr(self, "likelihood", None)
+        if not isinstance(decoder, nn.Module) or not hasattr(likelihood, "page_ops"):
+            return None
+        try:
+            return page.describe(decoder, likelihood.page_ops(), self.latent_dim, self.input_shape)
+        except page.Unsupported as e:
+            log.info("%s: the decoder stays on the server: %s", self.name, e)
+            return None

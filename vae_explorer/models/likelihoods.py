@@ -24,6 +24,10 @@ class Likelihood(nn.Module):
         params = params.float()
         return torch.sigmoid(params) if self.squash else params
 
+    def page_ops(self) -> list[dict]:
+        """`mean` as the page's ops (models/page.py): what turns decoder outputs into the image."""
+        return [{"op": "sigmoid"}] if self.squash else []
+
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) decoder output, (B, C, H, W) target -> (B,) nats."""
         raise NotImplementedError
@@ -33,6 +37,9 @@ class Bernoulli(Likelihood):
     # Continuous pixels in [0, 1] as in the classic PyTorch VAE example: BCE on logits.
     def mean(self, params):
         return torch.sigmoid(params.float())
+
+    def page_ops(self):
+        return [{"op": "sigmoid"}]
 
     def nll(self, params, x):
         return F.binary_cross_entropy_with_logits(params.float(), x, reduction="none").flatten(1).sum(1)

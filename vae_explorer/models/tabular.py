@@ -184,6 +184,11 @@ class TableAE(Autoencoder):
     def decode(self, z: torch.Tensor) -> Rows:
         return self._decoded(self.decoder(z))
 
+    def page_decoder(self):
+        # Its items are rows (typed cells, categories by softmax) that the page shows as a table drawn by
+        # the server: there is no picture for the page to draw.
+        return None
+
     def forward(self, x: Rows) -> ModelOutput:
         target = self._embedded(x)
         z = self.encoder(target)

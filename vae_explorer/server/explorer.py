@@ -33,6 +33,7 @@ from ..runs import DataSpec, RunError, RunSpec, parse_settings, split_settings
 from ..training import TrainConfig
 from .catalog import Catalog, CatalogError, LoadedCheckpoint
 from .jobs import TABLES_FOLDER, JobError, TrainingJobs
+from .page_decoders import PageDecoders, PageExport
 from .umap_worker import UmapProjector
 
 MAX_SLIDERS = 8
@@ -41,6 +42,8 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
 SAMPLE_GRID = 7  # 7×7
 MAX_TRAVERSALS = 16  # rows of latent traversals: the most used dimensions first
 TRAVERSAL_STEPS = np.linspace(-3, 3, 9)
+SLIDER_IMAGE, INTERPOLATION_IMAGE = 192, 160  # pixels high: the decoded item in those views
+PAGE_DECODERS = "page_decoders"  # in the checkpoints folder: the decoders written for pages
 
 
 class ViewError(ValueError):
@@ -62,8 +65,11 @@ class Explorer:
     """
 
     def __init__(self, checkpoint_dir: str | Path = "checkpoints", data_root: str | None = None,
-                 projection_cache: str | Path | None = None, train_memory_limit: float | None = None):
+                 projection_cache: str | Path | None = None, train_memory_limit: float | None = None,
+                 page_cache: str | Path | None = None):
         self.catalog = Catalog(checkpoint_dir, data_root)
+        # Served to pages as static files (app.py): nothing else of the checkpoints folder is.
+        self.pages = PageDecoders(page_cache if page_cache is not None else self.catalog.root / PAGE_DECODERS)
         self.umap = UmapProjector(projection_cache if projection_cache is not None
                                   else Path(checkpoint_dir) / "projections")
         self.jobs = TrainingJobs(checkpoint_dir, data_root, memory_limit=train_memory_limit)
@@ -340,14 +346,7 @@ class Explorer:
         """The sliders for a model, set to the code of test item `index`: [{label, minimum, maximum, value}]."""
         entry = self.load(name)
         i = self._index(entry, index)
-        axes = self._slider_axes(entry)
-        values = axes.values(entry.codes[i])
-        sliders = []
-        for label, lo, hi, v in zip(axes.labels, axes.low, axes.high, values):
-            lo, hi = float(min(lo, v)), float(max(hi, v))
-            if hi - lo < 1e-6:  # a dead dimension: give the slider some room anyway
-                lo, hi = lo - 1.0, hi + 1.0
-            sliders.append({"label": label, "minimum": round(lo, 3), "maximum": round(hi, 3), "value": round(float(v), 3)})
+        sliders = self._slider_specs(entry, i)
         d, item = entry.model.latent_dim, entry.kind.item
         what = (f"one slider per latent coordinate ({d}-D code)" if d <= MAX_SLIDERS else
                 f"the top {MAX_SLIDERS} principal directions of the {d}-D codes; the other directions keep "
@@ -357,6 +356,17 @@ class Explorer:
         text = (f"Starting from test {item} {i} (label {self._data(entry).label(i)}): {what}. Ranges span ±3 "
                 f"standard deviations of the test codes.{extra}")
         return sliders, self.decode_sliders(name, i, [s["value"] for s in sliders]), text
+
+    def _slider_specs(self, entry: LoadedCheckpoint, i: int) -> list[dict]:
+        """[{label, minimum, maximum, value}] of the sliders set to test item i's code."""
+        axes = self._slider_axes(entry)
+        sliders = []
+        for label, lo, hi, v in zip(axes.labels, axes.low, axes.high, axes.values(entry.codes[i])):
+            lo, hi = float(min(lo, v)), float(max(hi, v))
+            if hi - lo < 1e-6:  # a dead dimension: give the slider some room anyway
+                lo, hi = lo - 1.0, hi + 1.0
+            sliders.append({"label": label, "minimum": round(lo, 3), "maximum": round(hi, 3), "value": round(float(v), 3)})
+        return sliders
 
     def decode_sliders(self, name: str, index, values: list[float]) -> Image.Image:
         """The hot path of the page: slider values -> decoded item."""
@@ -370,7 +380,7 @@ class Explorer:
         if len(vals) < len(axes.labels) or not np.isfinite(vals).all():
             raise ViewError(f"{name} needs {len(axes.labels)} finite slider values")
         z = axes.compose(entry.codes[i], vals)
-        return entry.kind.show(entry.decode(z[None])[0], 192)
+        return entry.kind.show(entry.decode(z[None])[0], SLIDER_IMAGE)
 
     # ---- 4. interpolate ----------------------------------------------------------------
 
@@ -414,7 +424,53 @@ class Explorer:
             z = interpolate(za, zb, [t], mode)
         except ValueError as e:
             raise ViewError(str(e)) from None
-        return entry.kind.show(entry.decode(z)[0], 160)
+        return entry.kind.show(entry.decode(z)[0], INTERPOLATION_IMAGE)
+
+    # ---- decoding in the page ------------------------------------------------------------------
+
+    def page_decoder(self, name: str) -> PageExport:
+        """The model's decoder written for pages (once per checkpoint version), or why the server decodes."""
+        entry = self.load(name)
+        if entry.kind.shown_as != "image":
+            return PageExport(None, f"its {entry.kind.item}s are shown as a table")
+        return entry.cached("page_decoder", lambda: self.pages.export(entry.model, entry.name))
+
+    def _page_view(self, entry: LoadedCheckpoint, target: int) -> dict:
+        export = self.page_decoder(entry.name)
+        view = {"model": entry.name, "decoder": None if export.index_file is None else str(export.index_file),
+                "reason": export.reason, "summary": export.summary}
+        if export.index_file is not None:
+            view.update(shape=list(entry.input_shape), scale=entry.kind.scale_for(entry.input_shape, target))
+        return view
+
+    def page_sliders(self, name: str, index) -> dict:
+        """What the page needs to decode the sliders itself: the code is offset + values · directions, the
+        sliders' values as `slider_setup` sets them (JSON-able)."""
+        entry = self.load(name)
+        view = self._page_view(entry, SLIDER_IMAGE)
+        if view["decoder"] is None:
+            return view
+        i = self._index(entry, index)
+        axes = self._slider_axes(entry)
+        base = np.asarray(entry.codes[i], np.float64)
+        directions = np.asarray(axes.directions, np.float64)
+        offset = base - np.asarray(axes.values(entry.codes[i]), np.float64) @ directions  # compose(), unrolled
+        values = [s["value"] for s in self._slider_specs(entry, i)]
+        return {**view, "offset": offset.tolist(), "directions": directions.tolist(), "values": values}
+
+    def page_interpolation(self, name: str, index_a, index_b, t=0.5, mode: str = "linear", upload_a=None,
+                           upload_b=None) -> dict:
+        """What the page needs to decode the t slider itself: both endpoint codes and the path (JSON-able)."""
+        entry = self.load(name)
+        view = self._page_view(entry, INTERPOLATION_IMAGE)
+        if view["decoder"] is None:
+            return view
+        if mode not in ("linear", "spherical"):
+            raise ViewError(f"interpolation must be 'linear' or 'spherical', got {mode!r}")
+        _, (za, zb) = self._endpoints(entry, index_a, index_b, upload_a, upload_b)
+        t = _number(t, "t")
+        return {**view, "za": np.asarray(za, np.float64).tolist(), "zb": np.asarray(zb, np.float64).tolist(),
+                "mode": mode, "t": t}
 
     # ---- 5. sample -----------------------------------------------------------------------
 
