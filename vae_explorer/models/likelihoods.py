@@ -24,6 +24,11 @@ class Likelihood(nn.Module):
         params = params.float()
         return torch.sigmoid(params) if self.squash else params
 
+    @property
+    def identity_mean(self) -> bool:
+        """Whether `mean` returns the decoder's parameters unchanged (no sigmoid): a linear decoder stays linear."""
+        return not self.squash
+
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) decoder output, (B, C, H, W) target -> (B,) nats."""
         raise NotImplementedError
@@ -31,6 +36,8 @@ class Likelihood(nn.Module):
 
 class Bernoulli(Likelihood):
     # Continuous pixels in [0, 1] as in the classic PyTorch VAE example: BCE on logits.
+    identity_mean = False  # the mean is always sigmoid(logits), whatever `squash` says
+
     def mean(self, params):
         return torch.sigmoid(params.float())
 
