@@ -176,7 +176,10 @@ def code_moments(mean: np.ndarray, std: np.ndarray, title: str, mean_std: np.nda
     fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="N(0, 1): 0 ± 1",
                              line=dict(color=PALETTE[9], width=8)))
     fig.update_xaxes(title_text="latent dimension")
-    fig.update_yaxes(title_text="code value")
+    # At least ±1.6, so N(0, 1)'s band shows as a band even when the codes fill it exactly.
+    lo, hi = float(np.min(mean - std)), float(np.max(mean + std))
+    pad = 0.08 * (hi - lo)
+    fig.update_yaxes(title_text="code value", range=[min(-1.6, lo - pad), max(1.6, hi + pad)])
     fig.update_layout(legend=dict(orientation="h", y=-0.25))
     return _layout(fig, title, 340)
 
@@ -208,8 +211,10 @@ def importance_heatmap(importance: np.ndarray, factor_names: list[str], title: s
                                hovertemplate="%{y} predicting %{x}: %{z:.3f}<extra></extra>",
                                colorbar=dict(title=dict(text="importance", side="right"), thickness=12)))
     fig.update_yaxes(autorange="reversed", title_text="latent dimension")
-    fig.update_xaxes(title_text="factor", side="top")
-    return _layout(fig, title, max(260, 28 * len(dims) + 110))
+    fig.update_xaxes(side="top")  # factor names on top, under the title: the columns read like a table's head
+    fig = _layout(fig, title, max(260, 28 * len(dims) + 130))
+    fig.update_layout(margin=dict(t=80))
+    return fig
 
 
 def principal_angles(degrees: np.ndarray, random_degrees: np.ndarray, title: str) -> go.Figure:

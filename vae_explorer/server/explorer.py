@@ -655,6 +655,10 @@ class Explorer:
             k = len(data.factor_values.get(f, [])) or len(np.unique(data.test_factors[:, names.index(f)].numpy()))
             lines.append(f"| {f} | {k} | {card['mig_per_factor'][f]:.3f} | {card['dci_accuracy'][f]:.0%} "
                          f"({1 / k:.0%}) |")
+        if max(card["mig"], card["dci_disentanglement"]) < 0.2:
+            lines += ["", "Low scores like these mean an entangled code: each factor is spread over several "
+                      "dimensions (the heat map's columns have no single dark cell) and each dimension mixes "
+                      "several factors (so traversals change more than one thing at once)."]
         unit = "t × 1 (prior units)" if has_posterior else "t × the dimension's standard deviation"
         lines += ["", f"Traversals (below the heat map): one row per dimension, labelled by the factor it shares "
                   f"most information with and that share (normalized mutual information; under "
@@ -699,7 +703,7 @@ class Explorer:
         x = self._test_items(entry, shown)
         grid = kind.grid(kind.concat([x, entry.reconstruct(x), baseline.reconstruct(x)]), nrow=len(shown), target=64,
                          row_labels=["input", name, f"PCA, {k} comp."])
-        lines = [f"**{name}** decodes z to W z + b, a {k}-D plane in the {pixels}-D space of {entry.dataset_name}'s "
+        lines = [f"**{name}** decodes z to W z + b, a {k}-D plane in the {pixels}-D space of {entry.dataset_name} "
                  f"{kind.item}s. PCA's best {k}-D plane is spanned by the top {k} principal directions of the same "
                  f"training {kind.item}s ({comparison.explained.sum():.0%} of their variance). A linear autoencoder "
                  f"trained on squared error should find that plane (Baldi & Hornik 1989).",
