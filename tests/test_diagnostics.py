@@ -66,7 +66,7 @@ def test_the_shipped_linear_ae_spans_pcas_plane(explorer):
     train = to_float(entry.data.train_x).flatten(1).double().numpy()
     pca = PCA(n_components=2).fit(train)
     expected = np.sort(np.degrees(subspace_angles(weight.double().numpy(), pca.components_.T)))
-    np.testing.assert_allclose(fig.data[0].y, expected, atol=1e-6)
+    np.testing.assert_allclose(fig.data[0].y, expected, atol=1e-4)  # degrees; the baseline's scatter is float32
     assert expected.max() < 10 and "has found PCA's subspace" in text
     assert f"**{expected.max():.2f}°**" in text and f"({pca.explained_variance_ratio_.sum():.0%} of their variance)" in text
     # Reconstruction errors: PCA's against scikit-learn's inverse transform (clipped to pixels, as shown).
@@ -132,7 +132,12 @@ def test_prior_view_shows_why_a_vae_samples_and_an_ae_does_not(explorer):
     np.testing.assert_allclose(vae_moments.data[0].error_y.array, moments.std, rtol=1e-6)
     gap = prior_gap(decoder_inputs(entry.model, entry.data.test_x, entry.kind))
     assert f"**{gap.ratio:.2f}**" in vae_text and f"**{gap.far:.0%}**" in vae_text
-    assert sorted(vae_gap.data[1].x) == pytest.approx(sorted(gap.from_prior))
+    # The histograms are binned here (the page gets 40 bars, not 10,000 distances): each bar's share is numpy's.
+    edges = np.linspace(0, np.percentile(np.concatenate([gap.from_prior, gap.between_codes]), 99.5), 41)
+    for trace, values in zip(vae_gap.data, (gap.between_codes, gap.from_prior)):
+        expected = np.histogram(np.minimum(values, edges[-1]), edges)[0] / len(values)
+        np.testing.assert_allclose(trace.y, expected, atol=1e-12)
+        assert trace.y.sum() == pytest.approx(1.0)
     # The AE's codes lie far from N(0, I): most prior samples land off them; the VAE's cover it.
     ae_far, vae_far = (numbers(t, r"\*\*(\d+)%\*\*")[0] for t in (ae_text, vae_text))
     assert ae_far > 50 and vae_far < 20, (ae_far, vae_far)

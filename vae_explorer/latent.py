@@ -318,13 +318,19 @@ class PCABaseline:
     """PCA on flattened items as a linear autoencoder: the baseline every AE should beat."""
 
     def __init__(self, items: torch.Tensor, k: int, kind):
-        x = kind.prepare(items).flatten(1).double()  # (N, P)
+        x = kind.prepare(items).flatten(1).float()  # (N, P)
         self.shape = tuple(items.shape[1:])
         self.k = min(k, x.shape[0], x.shape[1])
-        self.mean = x.mean(0)
-        _, s, vt = torch.linalg.svd(x - self.mean, full_matrices=False)
-        self.components = vt[: self.k]  # (k, P)
-        self.explained = (s.square() / s.square().sum().clamp_min(1e-300))[: self.k]  # (k,) share of the variance
+        self.mean = x.mean(0, dtype=torch.float64)
+        # Eigenvectors of the (P, P) scatter matrix rather than the SVD of the (N, P) data: the same directions
+        # several times faster (MNIST's 60,000 × 784: 21 s -> about 6 s on this loaded 2-core machine). The
+        # product runs in float32 (2.4x faster than float64; the top-20 eigenvalues agree to 5e-8 on MNIST),
+        # the eigensolver in float64.
+        centred = x - self.mean.float()
+        values, vectors = torch.linalg.eigh((centred.T @ centred).double())  # ascending
+        values, vectors = values.flip(0).clamp_min(0), vectors.flip(1)
+        self.components = vectors[:, : self.k].T.contiguous()  # (k, P)
+        self.explained = (values / values.sum().clamp_min(1e-300))[: self.k]  # (k,) share of the variance
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """(B, ...) prepared items -> projection onto the top-k subspace, clipped to [0, 1]."""
