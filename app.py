@@ -86,7 +86,8 @@ CSS = """
 INTRO = """# vae-explorer
 See what autoencoders learn. **Latent map**: how an autoencoder (left) and a VAE (right) arrange the same
 images (click a point). **Reconstruct**, **Latent sliders**, **Interpolate**, **Sample** and **Denoise** decode
-from those codes; **Diagnostics** shows which latent dimensions are used; **Train** fits a new model in the
+from those codes; **Diagnostics** shows which latent dimensions are used, how the codes sit against N(0, I),
+how disentangled a model of known factors is, and a linear AE against PCA; **Train** fits a new model in the
 background; **Models** describes each checkpoint.
 """
 
@@ -579,26 +580,87 @@ def denoise_tab(page: Page) -> None:
 def diagnostics_tab(page: Page) -> None:
     ex = page.ex
     with gr.Tab("Diagnostics", id="diagnostics") as tab:
-        gr.Markdown("Which latent dimensions does the model use? A VAE whose KL to the prior is zero has "
-                    "collapsed: its code carries nothing. Traversals show what each used dimension does.")
-        model = page.picker("Model", page.default("digits_conv_vae"), elem_id="dg_model")
-        text = gr.Markdown(elem_classes="caption", elem_id="dg_text")
-        with gr.Row():
-            kl = gr.Plot(show_label=False, elem_id="dg_kl")
-            variance = gr.Plot(show_label=False, elem_id="dg_variance")
-        gr.Markdown("Latent traversals: one row per dimension, most used first; left to right t from -3 to 3.",
-                    elem_classes="caption")
-        traversal = gr.Image(show_label=False, format="png", elem_id="dg_traversals")
-        traversal_rows = table_twin("dg_rows")
-        page.model_cards(tab.select, model)
+        with gr.Tabs():
+            with gr.Tab("Latent usage", id="dg_usage_tab") as usage_tab:
+                gr.Markdown("Which latent dimensions does the model use? A VAE whose KL to the prior is zero has "
+                            "collapsed: its code carries nothing. Traversals show what each used dimension does.")
+                model = page.picker("Model", page.default("digits_conv_vae"), elem_id="dg_model")
+                text = gr.Markdown(elem_classes="caption", elem_id="dg_text")
+                with gr.Row():
+                    kl = gr.Plot(show_label=False, elem_id="dg_kl")
+                    variance = gr.Plot(show_label=False, elem_id="dg_variance")
+                gr.Markdown("Latent traversals: one row per dimension, most used first; left to right t from -3 to 3.",
+                            elem_classes="caption")
+                traversal = gr.Image(show_label=False, format="png", elem_id="dg_traversals")
+                traversal_rows = table_twin("dg_rows")
+                page.model_cards(tab.select, model)
+            with gr.Tab("Prior vs codes", id="dg_prior_tab") as prior_tab:
+                gr.Markdown("A VAE is trained to put its codes where N(0, I) is, so decoding N(0, I) gives things like "
+                            "its data; a plain autoencoder puts them anywhere. Per dimension, the codes' mean and "
+                            "spread against N(0, 1); then how far samples of N(0, I) land from the nearest test code, "
+                            "against how far test codes lie from each other.")
+                with gr.Row():
+                    prior_left = page.picker("Left model (e.g. an autoencoder)", page.default("digits_conv_ae"),
+                                             elem_id="pf_left_model")
+                    prior_right = page.picker("Right model (e.g. a VAE)", page.default("digits_conv_vae"),
+                                              elem_id="pf_right_model")
+                with gr.Row():
+                    with gr.Column():
+                        moments_left = gr.Plot(show_label=False, elem_id="pf_left_moments")
+                        gap_left = gr.Plot(show_label=False, elem_id="pf_left_gap")
+                        text_left = gr.Markdown(elem_classes="caption", elem_id="pf_left_text")
+                    with gr.Column():
+                        moments_right = gr.Plot(show_label=False, elem_id="pf_right_moments")
+                        gap_right = gr.Plot(show_label=False, elem_id="pf_right_gap")
+                        text_right = gr.Markdown(elem_classes="caption", elem_id="pf_right_text")
+                page.model_cards(prior_tab.select, prior_left, prior_right)
+            with gr.Tab("Disentanglement", id="dg_factors_tab") as factors_tab:
+                gr.Markdown("On data whose factors of variation are known (the built-in sprites: shape, scale, "
+                            "rotation, x, y), how well each latent dimension captures one factor: MIG, the FactorVAE "
+                            "score and DCI, and traversals labelled by the factor each dimension explains best.")
+                factors_model = page.picker("Model (trained on data with known factors)",
+                                            page.default("sprites_beta_vae"), elem_id="ds_model")
+                factors_text = gr.Markdown(elem_classes="caption", elem_id="ds_text")
+                importance = gr.Plot(show_label=False, elem_id="ds_importance", visible=False)
+                factor_traversals = gr.Image(show_label=False, format="png", elem_id="ds_traversals", visible=False)
+                page.model_cards(factors_tab.select, factors_model)
+            with gr.Tab("Linear AE vs PCA", id="dg_linear_tab") as linear_tab:
+                gr.Markdown("A linear autoencoder trained on squared error learns the same subspace as PCA. The angles "
+                            "between its decoder's plane and PCA's say how close it got (0°: the same direction); "
+                            "below, its reconstructions beside PCA's.")
+                linear_model = page.picker("Linear autoencoder", page.default("digits_linear_ae"),
+                                           elem_id="lp_model")
+                linear_text = gr.Markdown(elem_classes="caption", elem_id="lp_text")
+                angles = gr.Plot(show_label=False, elem_id="lp_angles", visible=False)
+                linear_recon = gr.Image(show_label=False, format="png", elem_id="lp_recon", visible=False)
+                page.model_cards(linear_tab.select, linear_model)
 
     def usage(name):
         kl_fig, var_fig, grid, caption = ex.latent_usage(name)
         # A model without a posterior has no KL: its plot makes room for the variance.
         return gr.Plot(kl_fig, visible=kl_fig is not None), var_fig, *pair(grid, ex.shown_as(name) == "table"), caption
 
-    wire([tab.select, model.change], usage, model, [kl, variance, traversal, traversal_rows, text],
+    def prior(left, right):
+        return (*ex.prior_fit(left), *ex.prior_fit(right))
+
+    def shown_if_any(figure, image, caption):
+        # Models these views do not apply to get the caption alone, which says why and what to choose.
+        return gr.Plot(figure, visible=figure is not None), gr.Image(image, visible=image is not None), caption
+
+    def factors(name):
+        return shown_if_any(*ex.disentanglement(name))
+
+    def linear(name):
+        return shown_if_any(*ex.linear_pca(name))
+
+    wire([tab.select, usage_tab.select, model.change], usage, model, [kl, variance, traversal, traversal_rows, text],
          api_name="latent_usage")
+    wire([prior_tab.select, prior_left.change, prior_right.change], prior, [prior_left, prior_right],
+         [moments_left, gap_left, text_left, moments_right, gap_right, text_right], api_name="prior_fit")
+    wire([factors_tab.select, factors_model.change], factors, factors_model,
+         [importance, factor_traversals, factors_text], api_name="disentanglement")
+    wire([linear_tab.select, linear_model.change], linear, linear_model,
+         [angles, linear_recon, linear_text], api_name="linear_pca")
 
 
 # The Train tab's model-specific widgets: shown, and sent, only for models that have the setting.

@@ -16,7 +16,7 @@ from .conftest import write_fault_table  # noqa: E402
 
 PUBLIC = {"latent_map", "select_point", "manifold", "reconstruct", "anomalies", "slider_setup", "decode",
           "interpolate", "interpolate_at", "sample", "denoise", "train_start", "train_cancel", "train_status",
-          "model_card", "checkpoints", "latent_usage"}
+          "model_card", "checkpoints", "latent_usage", "prior_fit", "disentanglement", "linear_pca"}
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,27 @@ def test_diagnostics_through_the_server(client):
     assert is_plot(variance) and is_png(traversals) and "dimensions active" in text
     kl, *_ = client.predict("digits_ae", api_name="/latent_usage")
     assert kl["visible"] is False  # an AE has no posterior, so no KL
+
+
+def test_prior_scorecard_and_pca_views_through_the_server(client):
+    *left, left_text, right_moments, right_gap, right_text = client.predict("digits_conv_ae", "digits_conv_vae",
+                                                                           api_name="/prior_fit")
+    assert all(is_plot(p) for p in (*left, right_moments, right_gap))
+    assert "is not this model's prior" in left_text and "is this model's prior" in right_text
+    importance, traversals, text = client.predict("sprites_beta_vae", api_name="/disentanglement")
+    assert importance["visible"] is True and is_plot(importance["value"]) and is_png(traversals, 64)
+    assert "| MIG |" in text and "DCI completeness" in text
+    importance, traversals, text = client.predict("digits_vae", api_name="/disentanglement")
+    assert importance["visible"] is False and traversals["visible"] is False and "**sprites**" in text
+    angles, recon, text = client.predict("digits_linear_ae", api_name="/linear_pca")
+    assert is_plot(angles["value"]) and is_png(recon) and "principal angles" in text
+    angles, recon, text = client.predict("breast_cancer_tabular_ae", api_name="/linear_pca")  # a table model
+    assert angles["visible"] is False and "does not have a linear decoder" in text
+    with pytest.raises(Exception, match="not a checkpoint name"):
+        client.predict("../digits_vae", api_name="/linear_pca")
+    with pytest.raises(Exception, match="no checkpoint named"):
+        client.predict("digits_ae", "nope", api_name="/prior_fit")
+    assert "digits_ae" in client.predict(api_name="/checkpoints")  # still serving
 
 
 def test_errors_come_back_as_messages_and_the_server_keeps_serving(client):

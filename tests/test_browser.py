@@ -695,6 +695,36 @@ def test_diagnostics_show_active_units_and_hide_the_kl_for_an_ae(ui):
     assert_clean(ui)
 
 
+def test_diagnostics_prior_scorecard_and_pca_views(ui):
+    """Each newer Diagnostics view in its sub-tab: AE and VAE side by side against N(0, I); the sprites β-VAE's
+    scorecard with labelled traversals, and the plain message for a model without known factors; the linear
+    AE's principal angles with reconstructions."""
+    page = ui.page
+    open_tab(page, "Diagnostics")
+    open_tab(page, "Prior vs codes")
+    expect(page.locator("#pf_right_text")).to_contain_text("is this model's prior", timeout=30_000)
+    expect(page.locator("#pf_left_text")).to_contain_text("is not this model's prior")
+    for elem_id in ("pf_left_moments", "pf_left_gap", "pf_right_moments", "pf_right_gap"):
+        page.wait_for_function(JS_PLOT_READY, arg=elem_id)
+    screenshot(page, "diagnostics_prior")
+    open_tab(page, "Disentanglement")
+    expect(page.locator("#ds_text")).to_contain_text("DCI informativeness", timeout=60_000)
+    page.wait_for_function(JS_PLOT_READY, arg="ds_importance")
+    wait_img(page, "ds_traversals")
+    screenshot(page, "diagnostics_disentanglement")
+    page.locator("#ds_model input").click()
+    page.get_by_role("option", name="digits_vae", exact=True).click()
+    expect(page.locator("#ds_text")).to_contain_text("needs known factors")
+    expect(page.locator("#ds_importance")).to_be_hidden()
+    screenshot(page, "diagnostics_disentanglement_no_factors")
+    open_tab(page, "Linear AE vs PCA")
+    expect(page.locator("#lp_text")).to_contain_text("principal angles", timeout=30_000)
+    page.wait_for_function(JS_PLOT_READY, arg="lp_angles")
+    wait_img(page, "lp_recon")
+    screenshot(page, "diagnostics_linear_pca")
+    assert_clean(ui)
+
+
 def test_train_form_shows_the_settings_the_chosen_model_has(ui):
     """The Train tab asks the registry: β only for models with a KL weight, input noise only for AEs; a
     setting the model lacks is hidden, and the extra box takes any other flag."""

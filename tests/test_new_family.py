@@ -102,6 +102,9 @@ def test_a_family_defined_outside_the_package_works_everywhere(registered, tmp_p
         assert "**Left:**" in ex.sample("tied", 1.0, 0)[2]
         assert len(ex.denoise(["tied"], 0)[2]) == 2  # the model and the PCA baseline
         assert "Tied-weights autoencoder" in ex.card("tied") and "input_dropout" in ex.card("tied")
+        assert "is not this model's prior" in ex.prior_fit("tied")[2]  # the base class's sample sources
+        assert "needs known factors" in ex.disentanglement("tied")[2]  # digits has none
+        assert "does not have a linear decoder" in ex.linear_pca("tied")[2]  # the base class answers None
 
         # From the page: the background run imports the family through VAE_EXPLORER_PLUGINS.
         ex.train_start(NAME, "digits", "tied_bg", "input_dropout=0.3", latent_dim=2, epochs=1, batch_size=64)

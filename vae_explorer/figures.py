@@ -154,3 +154,90 @@ def latent_usage(values: np.ndarray, active: np.ndarray, title: str, y_title: st
     fig.update_yaxes(title_text=y_title)
     fig.update_layout(showlegend=False, bargap=0.15)
     return _layout(fig, title, 320)
+
+
+def code_moments(mean: np.ndarray, std: np.ndarray, title: str, mean_std: np.ndarray | None = None) -> go.Figure:
+    """Per latent dimension, the codes' mean with ±1 std as error bars, against N(0, 1): a grey band from -1
+    to 1 around a line at 0. `mean_std`: the posterior means' own std, drawn as thinner inner bars."""
+    labels = [f"z[{i}]" for i in range(len(mean))]
+    fig = go.Figure()
+    fig.add_hrect(y0=-1, y1=1, fillcolor=PALETTE[9], opacity=0.25, line_width=0, layer="below")
+    fig.add_hline(y=0, line=dict(color=PALETTE[9], width=1.5))
+    fig.add_trace(go.Scatter(x=labels, y=mean, mode="markers", name="codes: mean ± std",
+                             marker=dict(size=9, color=PALETTE[0]),
+                             error_y=dict(type="data", array=std, thickness=2, width=6, color=PALETTE[0]),
+                             customdata=np.stack([std], 1),
+                             hovertemplate="%{x}: mean %{y:.3g}, std %{customdata[0]:.3g}<extra></extra>"))
+    if mean_std is not None:
+        fig.add_trace(go.Scatter(x=labels, y=mean, mode="markers", name="posterior means alone: ± std",
+                                 marker=dict(size=1, color=PALETTE[1]),
+                                 error_y=dict(type="data", array=mean_std, thickness=5, width=0, color=PALETTE[1]),
+                                 hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="N(0, 1): 0 ± 1",
+                             line=dict(color=PALETTE[9], width=8)))
+    fig.update_xaxes(title_text="latent dimension")
+    # At least ±1.6, so N(0, 1)'s band shows as a band even when the codes fill it exactly.
+    lo, hi = float(np.min(mean - std)), float(np.max(mean + std))
+    pad = 0.08 * (hi - lo)
+    fig.update_yaxes(title_text="code value", range=[min(-1.6, lo - pad), max(1.6, hi + pad)])
+    fig.update_layout(legend=dict(orientation="h", y=-0.25))
+    return _layout(fig, title, 340)
+
+
+def distance_histograms(from_prior: np.ndarray, between: np.ndarray, title: str) -> go.Figure:
+    """Overlaid histograms of two sets of nearest-neighbour distances: prior samples to the nearest code, and
+    codes to the nearest other code, with each median marked."""
+    fig = go.Figure()
+    # Binned here, not by plotly: raw values would send every distance (10,000s per trace on MNIST) to the page.
+    edges = distance_bins(from_prior, between)
+    centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+    for values, name, colour in ((between, "test code → nearest other test code", PALETTE[0]),
+                                 (from_prior, "N(0, I) sample → nearest test code", PALETTE[2])):
+        share = np.histogram(np.clip(values, edges[0], edges[-1]), edges)[0] / max(len(values), 1)
+        fig.add_trace(go.Bar(x=centres, y=share, width=width, name=name, opacity=0.6, marker_color=colour,
+                             hovertemplate="distance %{x:.3g}<br>%{y:.1%}<extra></extra>"))
+        fig.add_vline(x=float(np.median(values)), line=dict(color=colour, width=2, dash="dash"))
+    fig.update_xaxes(title_text="distance to the nearest test code (dashed: medians)")
+    fig.update_yaxes(title_text="share", tickformat=".0%")
+    fig.update_layout(barmode="overlay", bargap=0, legend=dict(orientation="h", y=-0.3))
+    return _layout(fig, title, 340)
+
+
+def distance_bins(*values: np.ndarray, bins: int = 40) -> np.ndarray:
+    """(bins + 1,) equal-width edges from 0 to the 99.5th percentile of all `values` (the rare far ones fall in
+    the last bin)."""
+    hi = float(np.percentile(np.concatenate(values), 99.5)) if sum(len(v) for v in values) else 1.0
+    return np.linspace(0.0, hi if hi > 0 else 1.0, bins + 1)
+
+
+def importance_heatmap(importance: np.ndarray, factor_names: list[str], title: str) -> go.Figure:
+    """DCI's importance matrix: rows are latent dimensions, columns are factors, each cell how much the dimension
+    serves to predict the factor (each column sums to 1)."""
+    importance = np.asarray(importance, np.float64)
+    dims = [f"z[{i}]" for i in range(len(importance))]
+    fig = go.Figure(go.Heatmap(z=importance, x=list(factor_names), y=dims, colorscale="Blues", zmin=0, zmax=1,
+                               text=[[f"{v:.2f}" for v in row] for row in importance], texttemplate="%{text}",
+                               hovertemplate="%{y} predicting %{x}: %{z:.3f}<extra></extra>",
+                               colorbar=dict(title=dict(text="importance", side="right"), thickness=12)))
+    fig.update_yaxes(autorange="reversed", title_text="latent dimension")
+    fig.update_xaxes(side="top")  # factor names on top, under the title: the columns read like a table's head
+    fig = _layout(fig, title, max(260, 28 * len(dims) + 130))
+    fig.update_layout(margin=dict(t=80))
+    return fig
+
+
+def principal_angles(degrees: np.ndarray, random_degrees: np.ndarray, title: str) -> go.Figure:
+    """The principal angles between two subspaces (smallest first), beside those of a random subspace of the
+    same size, in degrees: 0° is the same direction, 90° perpendicular."""
+    labels = [f"angle {i + 1}" for i in range(len(degrees))]
+    fig = go.Figure([
+        go.Bar(x=labels, y=degrees, name="linear AE's decoder vs PCA", marker_color=PALETTE[0],
+               text=[f"{v:.2f}°" for v in degrees], textposition="outside",
+               hovertemplate="%{x}: %{y:.4f}°<extra></extra>"),
+        go.Bar(x=labels, y=random_degrees, name="a random subspace vs PCA (for scale)", marker_color=PALETTE[9],
+               text=[f"{v:.0f}°" for v in random_degrees], textposition="outside",
+               hovertemplate="%{x}: %{y:.2f}°<extra></extra>"),
+    ])
+    fig.update_yaxes(title_text="degrees", range=[0, 100], dtick=15)
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.2))
+    return _layout(fig, title, 340)

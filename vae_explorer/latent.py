@@ -74,6 +74,111 @@ def latent_usage(model: Autoencoder, items: torch.Tensor, kind, batch_size: int 
     return LatentUsage(variance, variance > ACTIVE_VARIANCE, kl)
 
 
+@dataclass
+class CodeMoments:
+    """Per-dimension moments of the codes an encoder produces over a set of items, to set against N(0, 1).
+
+    mean: (D,) E_x[mu(x)], the mean code (the posterior mean's, for models with a posterior).
+    std: (D,) the std of the codes the decoder is trained on. With a posterior these are samples of the
+    aggregate posterior q(z) = E_x q(z | x): sqrt(Var_x[mu_d(x)] + E_x[sigma_d(x)^2]) by the law of total
+    variance; a VAE's KL term pulls q(z) towards N(0, I). Without one, the deterministic code's std.
+    mean_std: (D,) the std of the posterior means alone (equal to `std` without a posterior).
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    mean_std: np.ndarray
+    has_posterior: bool
+
+
+@torch.no_grad()
+def code_moments(model: Autoencoder, items: torch.Tensor, kind, batch_size: int = 1000) -> CodeMoments:
+    """Mean and std per dimension of what the encoder produces over (N, ...) stored items (`CodeMoments`)."""
+    device = next(model.parameters()).device
+    means, variances = [], []
+    for i in range(0, len(items), batch_size):
+        x = kind.prepare(items[i:i + batch_size].to(device))
+        q = model.posterior(x)
+        means.append((q.mean if q is not None else model.encode(x)).double().cpu())
+        if q is not None:
+            variances.append(q.std.double().cpu().square())
+    mu = torch.cat(means)
+    spread = mu.var(0, unbiased=False)
+    total = spread + torch.cat(variances).mean(0) if variances else spread
+    return CodeMoments(mu.mean(0).numpy(), total.sqrt().numpy(), spread.sqrt().numpy(), bool(variances))
+
+
+@torch.no_grad()
+def decoder_inputs(model: Autoencoder, items: torch.Tensor, kind, seed: int = 0, batch_size: int = 1000) -> np.ndarray:
+    """(N, D) the codes the decoder is trained on, one per item: a seeded draw z ~ q(z | x) where the model has
+    a posterior (training decodes samples, not means), else the code itself."""
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, len(items), batch_size):
+        x = kind.prepare(items[i:i + batch_size].to(device))
+        q = model.posterior(x)
+        if q is None:
+            out.append(model.encode(x).double().cpu())
+        else:
+            eps = torch.randn(q.mean.shape, generator=generator, dtype=torch.float64)
+            out.append(q.mean.double().cpu() + q.std.double().cpu() * eps)
+    return torch.cat(out).numpy() if out else np.zeros((0, model.latent_dim))
+
+
+def nearest_distances(queries: np.ndarray, references: np.ndarray, leave_one_out: bool = False,
+                      chunk: int = 1024) -> np.ndarray:
+    """(M,) the Euclidean distance from each of (M, D) queries to its nearest of (N, D) references, exactly
+    (brute force in chunks of `chunk` queries). leave_one_out: the queries are the references, and each
+    one's distance to itself is left out."""
+    q, r = np.asarray(queries, np.float64), np.asarray(references, np.float64)
+    r_sq = (r ** 2).sum(1)
+    out = np.empty(len(q))
+    for start in range(0, len(q), chunk):
+        block = q[start:start + chunk]
+        # |a - b|² = |a|² - 2 a·b + |b|², clipped at 0 against rounding.
+        d2 = (block ** 2).sum(1)[:, None] - 2.0 * block @ r.T + r_sq[None]
+        if leave_one_out:
+            rows = np.arange(len(block))
+            d2[rows, start + rows] = np.inf
+        out[start:start + chunk] = np.sqrt(np.maximum(d2.min(1), 0.0))
+    return out
+
+
+@dataclass
+class PriorGap:
+    """Where samples of N(0, I) land among a model's codes.
+
+    from_prior: (M,) distance from each prior sample to the nearest test code.
+    between_codes: (N,) distance from each test code to the nearest other one.
+    A decoder only learned to decode near its codes: where prior samples land much farther from any code than
+    codes lie from each other, decoding N(0, I) gives things the decoder never saw.
+    """
+
+    from_prior: np.ndarray
+    between_codes: np.ndarray
+
+    @property
+    def ratio(self) -> float:
+        """median(from_prior) / median(between_codes): about 1 where the prior covers the codes."""
+        return float(np.median(self.from_prior) / max(np.median(self.between_codes), 1e-12))
+
+    @property
+    def far(self) -> float:
+        """The share of prior samples farther from every code than 95% of codes are from their nearest
+        neighbour (0.05 where prior samples and codes are alike)."""
+        return float((self.from_prior > np.percentile(self.between_codes, 95)).mean())
+
+
+def prior_gap(codes: np.ndarray, n_samples: int | None = None, seed: int = 0) -> PriorGap:
+    """Distances of `n_samples` (default: as many as codes) seeded draws of N(0, I) to the nearest of (N, D)
+    codes, and of each code to its nearest other code (`PriorGap`)."""
+    codes = np.asarray(codes, np.float64)
+    n = len(codes) if n_samples is None else n_samples
+    samples = np.random.default_rng(seed).standard_normal((n, codes.shape[1]))
+    return PriorGap(nearest_distances(samples, codes), nearest_distances(codes, codes, leave_one_out=True))
+
+
 def traversals(center: np.ndarray, dims, offsets, scales: np.ndarray | None = None) -> np.ndarray:
     """Codes for latent traversals: for each dimension d in `dims`, center + t * scales[d] * e_d for t in
     `offsets` (scales default to 1: prior units); (len(dims) * len(offsets), D), one row per dimension."""
@@ -213,12 +318,19 @@ class PCABaseline:
     """PCA on flattened items as a linear autoencoder: the baseline every AE should beat."""
 
     def __init__(self, items: torch.Tensor, k: int, kind):
-        x = kind.prepare(items).flatten(1).double()  # (N, P)
+        x = kind.prepare(items).flatten(1).float()  # (N, P)
         self.shape = tuple(items.shape[1:])
         self.k = min(k, x.shape[0], x.shape[1])
-        self.mean = x.mean(0)
-        _, _, vt = torch.linalg.svd(x - self.mean, full_matrices=False)
-        self.components = vt[: self.k]  # (k, P)
+        self.mean = x.mean(0, dtype=torch.float64)
+        # Eigenvectors of the (P, P) scatter matrix rather than the SVD of the (N, P) data: the same directions
+        # several times faster (MNIST's 60,000 × 784: 21 s -> about 6 s on this loaded 2-core machine). The
+        # product runs in float32 (2.4x faster than float64; the top-20 eigenvalues agree to 5e-8 on MNIST),
+        # the eigensolver in float64.
+        centred = x - self.mean.float()
+        values, vectors = torch.linalg.eigh((centred.T @ centred).double())  # ascending
+        values, vectors = values.flip(0).clamp_min(0), vectors.flip(1)
+        self.components = vectors[:, : self.k].T.contiguous()  # (k, P)
+        self.explained = (values / values.sum().clamp_min(1e-300))[: self.k]  # (k,) share of the variance
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """(B, ...) prepared items -> projection onto the top-k subspace, clipped to [0, 1]."""

@@ -31,6 +31,7 @@ class DatasetEntry:
     needs_root: bool = False  # reads a folder the user names (--data-root)
     needs_file: bool = False  # reads a file the user gives (--data; the page: an upload)
     trainable_from_page: bool = True
+    known_factors: bool = False  # each item carries its factors of variation (the disentanglement scorecard's need)
     # (root, image_size, channels) -> (items, bytes as stored) from the files' count, before reading any; None
     # where it cannot tell. For datasets whose size is not known in advance (the built-in ones are).
     stored_bytes: Callable[..., tuple[int, int] | None] | None = None
@@ -40,7 +41,8 @@ DATASETS: dict[str, DatasetEntry] = {
     "digits": DatasetEntry(IMAGES, lambda root, download: load_digits(),
                            "8×8 handwritten digits shipped with scikit-learn (offline)"),
     "sprites": DatasetEntry(IMAGES, lambda root, download: load_sprites(),
-                            "32×32 sprites with known factors: shape, scale, rotation, x, y (generated, offline)"),
+                            "32×32 sprites with known factors: shape, scale, rotation, x, y (generated, offline)",
+                            known_factors=True),
     "mnist": DatasetEntry(IMAGES, functools.partial(load_torchvision, "mnist"), "MNIST 28×28 digits"),
     "fashion_mnist": DatasetEntry(IMAGES, functools.partial(load_torchvision, "fashion_mnist"),
                                   "Fashion-MNIST 28×28 clothes"),

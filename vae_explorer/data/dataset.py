@@ -25,7 +25,8 @@ class DataKind(Protocol):
     def quality(self, recon: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]: ...  # evaluation measures
     def fidelity(self, x: torch.Tensor, ref: torch.Tensor) -> str: ...  # how close, for people
     def show(self, x: torch.Tensor, target: int = 128) -> Image.Image: ...  # one item
-    def grid(self, x: torch.Tensor, nrow: int, target: int = 48, padding: int = 1, labels=None) -> Image.Image: ...
+    def grid(self, x: torch.Tensor, nrow: int, target: int = 48, padding: int = 1, labels=None,
+             row_labels=None) -> Image.Image: ...  # labels: one per item; row_labels: one per row of `nrow`
     def blank(self, item_shape, target: int = 128) -> Image.Image: ...  # a placeholder the size of one item
     def noise_limit(self, kind: str) -> float: ...
     def corrupt(self, x: torch.Tensor, kind: str, level: float,

@@ -73,6 +73,26 @@ def image_grid(x: torch.Tensor, nrow: int, padding: int = 1, scale: int = 1) -> 
     return to_pil(grid, scale)
 
 
+def label_rows(im: Image.Image, labels: list[str], pitch: int, top: int = 0) -> Image.Image:
+    """`im` with a dark margin on the left holding labels[r] beside row r (rows `pitch` pixels apart, the first
+    starting `top` pixels down). Pillow's bundled font: nothing is read from the system or the network."""
+    from PIL import ImageDraw, ImageFont
+
+    size = int(min(16, max(11, pitch // 3)))
+    try:
+        font = ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow without FreeType: its fixed bitmap font
+        font = ImageFont.load_default()
+    width = int(max(font.getlength(text) for text in labels)) + 12
+    out = Image.new(im.mode, (im.width + width, im.height), 40 if im.mode == "L" else (40, 40, 40))
+    out.paste(im, (width, 0))
+    draw = ImageDraw.Draw(out)
+    for r, text in enumerate(labels):
+        centre = top + r * pitch + (pitch - top) / 2
+        draw.text((6, centre), text, fill=255 if im.mode == "L" else (255, 255, 255), font=font, anchor="lm")
+    return out
+
+
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # the server's upload limit as well (app.py)
 MAX_UPLOAD_PIXELS = 40_000_000  # width × height; larger headers are refused before decoding
 
@@ -229,10 +249,13 @@ class ImageKind:
         """One item (C, H, W) as a picture about `target` pixels high."""
         return to_pil(x, self.scale_for(x.shape, target))
 
-    def grid(self, x: torch.Tensor, nrow: int, target: int = 48, padding: int = 1, labels=None) -> Image.Image:
+    def grid(self, x: torch.Tensor, nrow: int, target: int = 48, padding: int = 1, labels=None,
+             row_labels: list[str] | None = None) -> Image.Image:
         """Items (N, C, H, W) as one picture, `nrow` per row, each about `target` pixels high (labels: unused,
-        a picture's rows speak for themselves)."""
-        return image_grid(x, nrow=nrow, padding=padding, scale=self.scale_for(x.shape, target))
+        a picture's rows speak for themselves); row_labels: a text per row, written in a margin on the left."""
+        scale = self.scale_for(x.shape, target)
+        im = image_grid(x, nrow=nrow, padding=padding, scale=scale)
+        return im if not row_labels else label_rows(im, row_labels, (x.shape[-2] + padding) * scale, padding * scale)
 
     def blank(self, item_shape, target: int = 128) -> Image.Image:
         """A grey placeholder the size of one shown item."""

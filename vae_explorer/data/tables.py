@@ -307,8 +307,9 @@ class TableKind:
     def show(self, x: Rows, target: int = 0):
         return self.frame(x)
 
-    def grid(self, x: Rows, nrow: int = 0, target: int = 0, padding: int = 0, labels=None):
-        """Rows as one table; labels name them (the first column, `row`)."""
+    def grid(self, x: Rows, nrow: int = 0, target: int = 0, padding: int = 0, labels=None, row_labels=None):
+        """Rows as one table; labels name them (the first column, `row`). row_labels (one per picture row, for
+        images) are not needed: each table row has its own label."""
         return self.frame(x, labels)
 
     @staticmethod

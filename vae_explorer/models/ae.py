@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from ..data.images import add_noise
 from .base import Autoencoder, ImageModelConfig, ModelOutput, setting
@@ -50,6 +51,21 @@ class AE(Autoencoder):
 
     def decode(self, z):  # (B, D) -> (B, C, H, W)
         return self.likelihood.mean(self.decoder(z))
+
+    @torch.no_grad()
+    def linear_decoder(self):
+        # Affine only for an MLP decoder without nonlinearities and a likelihood whose mean is its parameters
+        # (the linear_ae preset); then the product of its Linear layers is the whole map.
+        c = self.config
+        if c.arch != "mlp" or (c.hidden and c.activation != "none") or not self.likelihood.identity_mean:
+            return None
+        weight, bias = torch.eye(c.latent_dim), torch.zeros(c.latent_dim)
+        for layer in self.decoder.net:
+            if isinstance(layer, nn.Linear):
+                weight, bias = layer.weight.float() @ weight, layer.weight.float() @ bias + layer.bias.float()
+            elif not isinstance(layer, (nn.Identity, nn.Unflatten)):
+                return None
+        return weight.cpu(), bias.cpu()
 
     def forward(self, x):
         # The denoising objective: reconstruct the clean x from a corrupted copy,

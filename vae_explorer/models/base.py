@@ -216,6 +216,11 @@ class Autoencoder(nn.Module):
         ((B, D) nats against N(0, I)); None where the code is deterministic."""
         return None
 
+    def linear_decoder(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(W (P, D), b (P,)) where `decode` is exactly affine, decode(z).flatten(1) == z @ W.T + b (a linear
+        AE, whose column space of W the Diagnostics tab sets against PCA); None where it is not."""
+        return None
+
     def extra_metrics(self, x: torch.Tensor, iwae_k: int) -> dict[str, torch.Tensor]:
         """Per-item metrics beyond the loss terms, (B,) each (a VAE's IWAE bound); {} when it has none."""
         return {}

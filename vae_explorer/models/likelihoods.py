@@ -28,6 +28,11 @@ class Likelihood(nn.Module):
         """`mean` as the page's ops (models/page.py): what turns decoder outputs into the image."""
         return [{"op": "sigmoid"}] if self.squash else []
 
+    @property
+    def identity_mean(self) -> bool:
+        """Whether `mean` returns the decoder's parameters unchanged (no sigmoid): a linear decoder stays linear."""
+        return not self.squash
+
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) decoder output, (B, C, H, W) target -> (B,) nats."""
         raise NotImplementedError
@@ -35,6 +40,8 @@ class Likelihood(nn.Module):
 
 class Bernoulli(Likelihood):
     # Continuous pixels in [0, 1] as in the classic PyTorch VAE example: BCE on logits.
+    identity_mean = False  # the mean is always sigmoid(logits), whatever `squash` says
+
     def mean(self, params):
         return torch.sigmoid(params.float())
 

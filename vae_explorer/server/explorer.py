@@ -26,8 +26,11 @@ from ..cards import model_card
 from ..data import DATASETS
 from ..anomaly import THRESHOLD_RULES, choose_threshold, curves, detection_report
 from ..data.dataset import UploadError
-from ..latent import (ACTIVE_VARIANCE, PCABaseline, interpolate, latent_plane, latent_usage, pca_2d, raw_2d,
-                      reconstruction_errors, resolve_projection, slider_axes, traversals)
+from ..disentanglement import COLLAPSED_STD, EXPLAINS_NOTHING, scorecard
+from ..latent import (ACTIVE_VARIANCE, PCABaseline, code_moments, decoder_inputs, interpolate, latent_plane,
+                      latent_usage, pca_2d, prior_gap, raw_2d, reconstruction_errors, resolve_projection, slider_axes,
+                      traversals)
+from ..subspaces import compare_with_pca
 from ..models import MODELS, model_entry
 from ..runs import DataSpec, RunError, RunSpec, parse_settings, split_settings
 from ..training import TrainConfig
@@ -44,6 +47,7 @@ MAX_TRAVERSALS = 16  # rows of latent traversals: the most used dimensions first
 TRAVERSAL_STEPS = np.linspace(-3, 3, 9)
 SLIDER_IMAGE, INTERPOLATION_IMAGE = 192, 160  # pixels high: the decoded item in those views
 PAGE_DECODERS = "page_decoders"  # in the checkpoints folder: the decoders written for pages
+PCA_EXAMPLES = 8  # test items reconstructed by a linear AE and by PCA, side by side
 
 
 class ViewError(ValueError):
@@ -565,8 +569,7 @@ class Explorer:
         the posterior mean over the test set with the active-unit threshold, and traversals of the most
         used dimensions. Returns (KL figure or None, variance figure, traversal grid, Markdown)."""
         entry = self.load(name)
-        data = self._data(entry)
-        usage = entry.cached("usage", lambda: latent_usage(entry.model, data.test_x, entry.kind))
+        usage = self._usage(entry)
         d, active = entry.model.latent_dim, int(usage.active.sum())
         kl_fig = None if usage.kl is None else figures.latent_usage(
             usage.kl, usage.active, f"{name}: KL to N(0, 1) per dimension, test mean", "KL (nats)")
@@ -598,6 +601,183 @@ class Explorer:
                      + ", ".join(f"z[{i}]" for i in dims) + f"), decoding the mean code plus {unit}, "
                      f"t from {TRAVERSAL_STEPS[0]:g} to {TRAVERSAL_STEPS[-1]:g}.")
         return kl_fig, var_fig, grid, "  \n".join(lines)
+
+    def _usage(self, entry: LoadedCheckpoint):
+        return entry.cached("usage", lambda: latent_usage(entry.model, self._data(entry).test_x, entry.kind))
+
+    def prior_fit(self, name: str) -> tuple[object, object, str]:
+        """What the encoder produces against N(0, I): per dimension the codes' mean and std (a figure), how far
+        samples of N(0, I) land from the nearest test code against how far test codes lie from each other (a
+        figure), and what that means for sampling (Markdown). Computed once per checkpoint."""
+        entry = self.load(name)
+        # The whole answer is cached: building its two plotly figures alone takes a quarter of a second here.
+        return entry.cached("prior_fit", lambda: self._prior_fit(entry))
+
+    def _prior_fit(self, entry: LoadedCheckpoint) -> tuple[object, object, str]:
+        data, name = self._data(entry), entry.name
+        moments = code_moments(entry.model, data.test_x, entry.kind)
+        gap = prior_gap(decoder_inputs(entry.model, data.test_x, entry.kind))
+        d, item = entry.model.latent_dim, entry.kind.item
+        what = ("samples z ~ q(z|x), the codes its decoder is trained on" if moments.has_posterior else
+                "its codes (deterministic)")
+        moments_fig = figures.code_moments(moments.mean, moments.std, f"{name}: {what.split(',')[0]} vs N(0, 1)",
+                                           moments.mean_std if moments.has_posterior else None)
+        gap_fig = figures.distance_histograms(gap.from_prior, gap.between_codes, f"{name}: where N(0, I) samples land")
+        worst = int(np.argmax(np.abs(moments.mean) + np.abs(np.log(np.maximum(moments.std, 1e-12)))))
+        lines = [f"**{name}** ({entry.model.name}, {d}-D), over {len(gap.between_codes):,} test {item}s of "
+                 f"{entry.dataset_name}: {what}.",
+                 f"Per dimension (first chart): dot = mean, bar = ±1 standard deviation; the grey band is N(0, 1), "
+                 f"mean 0 ± 1. Means from {moments.mean.min():.2g} to {moments.mean.max():.2g}, standard deviations "
+                 f"from {moments.std.min():.2g} to {moments.std.max():.2g}; farthest from N(0, 1): z[{worst}] "
+                 f"(mean {moments.mean[worst]:.2g}, std {moments.std[worst]:.2g})."]
+        if moments.has_posterior:
+            lines.append("The orange inner bar is the spread of the posterior means alone; the rest of the blue bar "
+                         "is each item's own posterior noise σ. The KL term pulls their mixture, q(z), towards N(0, I).")
+        lines.append(f"Second chart: {len(gap.from_prior):,} samples of N(0, I), each one's distance to the nearest "
+                     f"test code (red), against each test code's distance to its nearest other one (blue). Medians "
+                     f"**{np.median(gap.from_prior):.3g}** vs **{np.median(gap.between_codes):.3g}** (ratio "
+                     f"**{gap.ratio:.2f}**: about 1 where the prior covers the codes); **{gap.far:.0%}** of the prior "
+                     f"samples land farther from every test code than 95% of test codes are from their neighbour "
+                     f"(about 5% where the two look alike).")
+        generative = any(s.name == "prior" and s.generative for s in entry.model.sample_sources())
+        if generative:
+            lines.append("N(0, I) is this model's prior: training pulled its codes there, so decoding N(0, I) "
+                         "lands where the decoder has been" + (" (and it mostly does)." if gap.far < 0.2 else
+                                                               ", though here many samples still land off the codes."))
+        else:
+            lines.append("N(0, I) is not this model's prior: nothing in its training put codes there, so samples "
+                         "that land far from every code decode to things the decoder never saw"
+                         + (" (here most do: **this is why sampling N(0, I) fails**)." if gap.far >= 0.2 else
+                            " (here the codes happen to lie around the origin, so fewer do)."))
+        return moments_fig, gap_fig, "  \n".join(lines)
+
+    def disentanglement(self, name: str) -> tuple[object, Image.Image | None, str]:
+        """For a model of data with known factors: the scorecard (MIG, FactorVAE score, DCI; Markdown), DCI's
+        importance matrix (a figure) and traversals of each dimension labelled by the factor it best explains.
+        For other data, (None, None, a message naming the built-in data that has factors)."""
+        entry = self.load(name)
+        data = self._data(entry)
+        if data.test_factors is None or not data.factor_names:
+            having = [n for n, d in DATASETS.items() if d.known_factors]
+            ready = [n for n in self.checkpoint_names() if self._dataset_of(n) in having]
+            offer = (f" Choose a checkpoint trained on it ({', '.join(ready)})" if ready else
+                     " Train one on it in the Train tab (a β-VAE, a few latent dimensions)")
+            return None, None, (
+                f"**The scorecard needs known factors of variation**: each {entry.kind.item} labelled with the "
+                f"values that made it (shape, position, ...), so that each latent dimension can be checked against "
+                f"them. {name} was trained on **{entry.dataset_name}**, which has none. The built-in "
+                + " and ".join(f"**{n}** ({DATASETS[n].description})" for n in having) + " has them." + offer + ".")
+        try:
+            card = entry.cached("scorecard", lambda: scorecard(entry.model, data))
+        except ValueError as e:
+            raise ViewError(f"{name}: {e}") from None
+        return entry.cached("disentanglement", lambda: self._disentanglement(entry, card))
+
+    def _disentanglement(self, entry: LoadedCheckpoint, card: dict) -> tuple[object, Image.Image, str]:
+        data, name = self._data(entry), entry.name
+        names = card["factor_names"]
+        fig = figures.importance_heatmap(np.asarray(card["importance"]), names,
+                                         f"{name}: how much each dimension serves to predict each factor (DCI)")
+        # Dimensions that explain a factor first (by how much), then the rest by their spread.
+        dims = sorted(card["dims"], key=lambda d: (d["factor"] is None, -d["share"] if d["factor"] else -d["std"]))
+        dims = dims[:MAX_TRAVERSALS]
+        has_posterior = self._usage(entry).kl is not None
+        std = np.asarray([d["std"] for d in sorted(card["dims"], key=lambda d: d["dim"])])
+        z = traversals(entry.codes.mean(0), [d["dim"] for d in dims], TRAVERSAL_STEPS,
+                       None if has_posterior else np.maximum(std, 1e-6))
+        row_labels = [f"z[{d['dim']}]: {d['factor'] or 'no factor'} ({d['share']:.2f})"
+                      + (" (unused)" if d["std"] < COLLAPSED_STD else "") for d in dims]
+        grid = entry.kind.grid(entry.decode(z), nrow=len(TRAVERSAL_STEPS), target=64,
+                               labels=[f"{label}, t={t:+g}" for label in row_labels for t in TRAVERSAL_STEPS],
+                               row_labels=row_labels)
+        chance = card["factor_vae_chance"]
+        lines = [f"**{name}** on {card['items']:,} test {entry.kind.item}s of {entry.dataset_name}, whose factors "
+                 f"are known: {', '.join(names)}. Each score is 1 for a perfectly disentangled code, where each "
+                 f"factor lives in one latent dimension and each dimension carries one factor.", "",
+                 "| score | value | what it measures |", "|---|---|---|",
+                 f"| MIG | **{card['mig']:.3f}** | per factor, the gap in mutual information between the two "
+                 "dimensions that know most about it, over the factor's entropy (Chen et al. 2018); 0 when no "
+                 "single dimension stands out |",
+                 f"| FactorVAE score | **{card['factor_vae']:.3f}** (codes without information: {chance:.3f}) | "
+                 "fix one factor, and the dimension that varies least should name it: the accuracy of that vote "
+                 "(Kim & Mnih 2018) |",
+                 f"| DCI disentanglement | **{card['dci_disentanglement']:.3f}** | each dimension predicts at most "
+                 "one factor (Eastwood & Williams 2018; random-forest importances, the heat map below) |",
+                 f"| DCI completeness | **{card['dci_completeness']:.3f}** | each factor is predicted by one dimension |",
+                 f"| DCI informativeness | **{card['dci_informativeness']:.3f}** | how well the whole code predicts "
+                 "the factors: held-out accuracy, mean over factors |", "",
+                 "| factor | values | MIG | predicted from the code (chance) |", "|---|---|---|---|"]
+        for f in names:
+            k = len(data.factor_values.get(f, [])) or len(np.unique(data.test_factors[:, names.index(f)].numpy()))
+            lines.append(f"| {f} | {k} | {card['mig_per_factor'][f]:.3f} | {card['dci_accuracy'][f]:.0%} "
+                         f"({1 / k:.0%}) |")
+        if max(card["mig"], card["dci_disentanglement"]) < 0.2:
+            lines += ["", "Low scores like these mean an entangled code: each factor is spread over several "
+                      "dimensions (the heat map's columns have no single dark cell) and each dimension mixes "
+                      "several factors (so traversals change more than one thing at once)."]
+        unit = "t × 1 (prior units)" if has_posterior else "t × the dimension's standard deviation"
+        lines += ["", f"Traversals (below the heat map): one row per dimension, labelled by the factor it shares "
+                  f"most information with and that share (normalized mutual information; under "
+                  f"{EXPLAINS_NOTHING:g}: no factor). Each row decodes the mean code plus {unit}, t from "
+                  f"{TRAVERSAL_STEPS[0]:g} to {TRAVERSAL_STEPS[-1]:g}, left to right: a disentangled dimension "
+                  "changes only its factor."]
+        return fig, grid, "\n".join(lines)
+
+    def _dataset_of(self, name: str) -> str | None:
+        try:
+            return self.catalog.metadata(name).get("dataset", {}).get("name")
+        except CatalogError:
+            return None
+
+    def linear_pca(self, name: str) -> tuple[object, Image.Image | None, str]:
+        """For a model whose decoder is linear (decode(z) = W z + b): the principal angles between W's column
+        space and the top-k PCA directions of its training data (k = its code size; a figure, against a random
+        subspace for scale), the first PCA_EXAMPLES test items with its and PCA's reconstructions, and what they show. For
+        other models, (None, None, a message)."""
+        entry = self.load(name)
+        linear = entry.model.linear_decoder()
+        if linear is None or not entry.kind.linear_baseline:
+            return None, None, (
+                f"**{name}** ({entry.model.name}) does not have a linear decoder: its decode(z) is not W z + b, so "
+                "there is no column space to set against PCA. Choose a linear autoencoder (model linear_ae: no "
+                "nonlinearity, MSE loss), such as digits_linear_ae, or train one in the Train tab.")
+        return entry.cached("linear_pca", lambda: self._linear_pca(entry, linear[0]))
+
+    def _linear_pca(self, entry: LoadedCheckpoint, weight: torch.Tensor) -> tuple[object, Image.Image, str]:
+        data, kind, name = self._data(entry), entry.kind, entry.name
+        pixels = weight.shape[0]
+        k = min(entry.model.latent_dim, pixels)
+        baseline = self._pca_baseline(entry, k)
+        comparison = compare_with_pca(weight.numpy(), baseline.components.numpy(), baseline.explained.numpy())
+        test = kind.prepare(data.test_x)
+        ae_error = float(kind.errors(entry.reconstruct(test), test).mean())
+        pca_error = float(kind.errors(baseline.reconstruct(test), test).mean())
+        degrees = comparison.degrees
+        fig = figures.principal_angles(degrees, np.degrees(comparison.random_angles),
+                                       f"{name}: principal angles to the top {k} PCA directions")
+        shown = list(range(min(PCA_EXAMPLES, len(data.test_x))))
+        x = self._test_items(entry, shown)
+        grid = kind.grid(kind.concat([x, entry.reconstruct(x), baseline.reconstruct(x)]), nrow=len(shown), target=64,
+                         row_labels=["input", name, f"PCA, {k} comp."])
+        lines = [f"**{name}** decodes z to W z + b, a {k}-D plane in the {pixels}-D space of {entry.dataset_name} "
+                 f"{kind.item}s. PCA's best {k}-D plane is spanned by the top {k} principal directions of the same "
+                 f"training {kind.item}s ({comparison.explained.sum():.0%} of their variance). A linear autoencoder "
+                 f"trained on squared error should find that plane (Baldi & Hornik 1989).",
+                 f"The chart: the {k} principal angles between the two planes, smallest first. 0° means a direction "
+                 f"they share, 90° one of them lacks entirely. Largest here: **{degrees.max():.2f}°**; a random "
+                 f"{k}-D plane would be at {np.degrees(comparison.random_angles).max():.0f}° (grey)."]
+        if degrees.max() < 10:
+            lines.append("**The linear AE has found PCA's subspace.** Its own axes need not be the principal "
+                         "directions: any invertible mix of them spans the same plane and decodes as well, which "
+                         "is why its latent map looks like a skewed PCA map.")
+        else:
+            lines.append("The linear AE has **not** found PCA's subspace yet: train it longer (or with a higher "
+                         "learning rate); squared error has no other minimum it could settle in (Baldi & Hornik).")
+        lines.append(f"Below: test {kind.item}s {shown[0]}–{shown[-1]}, then {name}'s reconstructions, then PCA's "
+                     f"with {k} components. Mean {kind.error_name} over the {len(data.test_x):,} test {kind.item}s: "
+                     f"{name} **{ae_error:.5f}**, PCA **{pca_error:.5f}** (PCA is the best any {k}-D linear map can "
+                     f"do on the training {kind.item}s).")
+        return fig, grid, "  \n".join(lines)
 
     # ---- 8. train ------------------------------------------------------------------------
 
