@@ -809,10 +809,12 @@ def build_app(explorer: Explorer) -> gr.Blocks:
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False, **kwargs):
+    # run_history=False: Gradio 6 otherwise keeps every call's inputs and outputs in the page's localStorage
+    # and rewrites that store at each event; after a few 10,000-point maps each event froze the page ~200 ms.
     demo.queue(default_concurrency_limit=4)
     return demo.launch(server_name=host, server_port=port, share=share, head=CLICK_BRIDGE, css=CSS,
                        max_file_size=MAX_UPLOAD_BYTES, footer_links=["api"], ssr_mode=False,
-                       show_error=True, **kwargs)
+                       show_error=True, run_history=False, **kwargs)
 
 
 def parse_args(argv=None):

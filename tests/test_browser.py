@@ -771,6 +771,14 @@ def test_models_tab_shows_a_card(ui):
     assert_clean(ui)
 
 
+def test_the_page_keeps_no_run_history(ui):
+    """After every view has run: nothing recorded in the page's storage (Gradio's run history would keep each
+    call's outputs, maps included, and rewrite them at every event)."""
+    stored = ui.page.evaluate("() => Object.keys(localStorage).map(k => [k, localStorage.getItem(k).length])")
+    assert not [k for k, _ in stored if "run-history" in k], stored
+    assert sum(n for _, n in stored) < 100_000, stored
+
+
 def test_page_made_no_outside_requests(ui):
     """Last: after every view has run, nothing was fetched from (or attempted to) the internet."""
     assert ui.external_requests == []

@@ -57,15 +57,22 @@ class LatentUsage:
         return np.argsort(-(self.kl if self.kl is not None else self.variance), kind="stable")
 
 
-@torch.no_grad()
-def latent_usage(model: Autoencoder, items: torch.Tensor, kind, batch_size: int = 1000) -> LatentUsage:
-    """Per-dimension usage over (N, ...) stored items: posterior-mean variance, active units, KL."""
+def _codes_in_batches(model: Autoencoder, items: torch.Tensor, kind, batch_size: int):
+    """(code means (B, D) float64 on the CPU, posterior or None) per batch of (N, ...) stored items: the
+    posterior mean where the model has a posterior, else its deterministic code."""
     device = next(model.parameters()).device
-    means, kls = [], []
     for i in range(0, len(items), batch_size):
         x = kind.prepare(items[i:i + batch_size].to(device))
         q = model.posterior(x)
-        means.append((q.mean if q is not None else model.encode(x)).double().cpu())
+        yield (q.mean if q is not None else model.encode(x)).double().cpu(), q
+
+
+@torch.no_grad()
+def latent_usage(model: Autoencoder, items: torch.Tensor, kind, batch_size: int = 1000) -> LatentUsage:
+    """Per-dimension usage over (N, ...) stored items: posterior-mean variance, active units, KL."""
+    means, kls = [], []
+    for mean, q in _codes_in_batches(model, items, kind, batch_size):
+        means.append(mean)
         if q is not None:
             kls.append(q.kl_per_dim().double().sum(0).cpu())
     mean = torch.cat(means)
@@ -94,12 +101,9 @@ class CodeMoments:
 @torch.no_grad()
 def code_moments(model: Autoencoder, items: torch.Tensor, kind, batch_size: int = 1000) -> CodeMoments:
     """Mean and std per dimension of what the encoder produces over (N, ...) stored items (`CodeMoments`)."""
-    device = next(model.parameters()).device
     means, variances = [], []
-    for i in range(0, len(items), batch_size):
-        x = kind.prepare(items[i:i + batch_size].to(device))
-        q = model.posterior(x)
-        means.append((q.mean if q is not None else model.encode(x)).double().cpu())
+    for mean, q in _codes_in_batches(model, items, kind, batch_size):
+        means.append(mean)
         if q is not None:
             variances.append(q.std.double().cpu().square())
     mu = torch.cat(means)
