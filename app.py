@@ -834,6 +834,12 @@ def parse_args(argv=None):
                    help=f"memory one training run from the page may use, RAM or GPU memory (default: "
                         f"{MEMORY_SHARE * 100:.0f}%% of what is free when it starts); a run estimated to need more is refused "
                         "with the estimate")
+    p.add_argument("--root-path", default=None,
+                   help="the path the app is served under behind a reverse proxy, e.g. /vae (default: the root)")
+    p.add_argument("--train-lock", metavar="FILE", default=None,
+                   help="lock file that allows one training run at a time among every app process given the same "
+                        "file (default: .training.lock in the checkpoints folder, shared by replicas over it); "
+                        "replicas on several machines over a network folder give a file on their own machine")
     args = p.parse_args(argv)
     if args.train_memory_limit is not None and not (math.isfinite(args.train_memory_limit)
                                                     and args.train_memory_limit > 0):
@@ -846,13 +852,15 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)  # small decodes are fastest single-threaded; requests run in parallel threads
-    explorer = Explorer(args.checkpoints, args.data_root, train_memory_limit=args.train_memory_limit)
+    explorer = Explorer(args.checkpoints, args.data_root, train_memory_limit=args.train_memory_limit,
+                        train_lock=args.train_lock)
     demo = build_app(explorer)
     try:
         auth = tuple(args.auth.split(":", 1)) if args.auth else None
         if auth is not None and len(auth) != 2:
             sys.exit("--auth must look like user:password")
-        launch(demo, args.host, args.port, args.share, auth=auth, prevent_thread_lock=True)
+        launch(demo, args.host, args.port, args.share, auth=auth, prevent_thread_lock=True,
+               root_path=args.root_path)
         if not args.no_umap_warmup:
             # After the first page has had the CPU: compiling UMAP takes about a minute of it.
             threading.Timer(10.0, explorer.warm_up).start()

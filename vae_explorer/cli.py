@@ -131,6 +131,21 @@ def _progress_bar(model_name: str, data, n_params: int, epochs: int):
     return callback, bar
 
 
+# Set by a page server (server/jobs.py): the descriptor of its locked training lock file, inherited. Closed as the
+# run ends, before "done" is printed, so the machine is free the moment any page shows the run finished (the
+# interpreter's own exit takes another second or two).
+LOCK_FD_ENV = "VAE_EXPLORER_TRAIN_LOCK_FD"
+
+
+def _release_training_lock() -> None:
+    fd = os.environ.pop(LOCK_FD_ENV, "")
+    if fd.isdigit():
+        try:
+            os.close(int(fd))
+        except OSError:
+            pass
+
+
 def cmd_train(args) -> int:
     spec = spec_from_args(args)
     try:
@@ -165,6 +180,7 @@ def cmd_train(args) -> int:
     except (TrainingError, torch.cuda.OutOfMemoryError) as e:
         message = ("the GPU ran out of memory: lower the batch size or pick the CPU"
                    if isinstance(e, torch.cuda.OutOfMemoryError) else str(e))
+        _release_training_lock()
         if args.events:
             _print_event(TrainEvent("error", message=message))
         print(f"training stopped: {message}", file=sys.stderr)
@@ -174,6 +190,7 @@ def cmd_train(args) -> int:
             bar.close()
     if rank != 0:
         return 0
+    _release_training_lock()
     if args.events:
         _print_event(TrainEvent("done", stopped=result.stopped, epoch=len(result.history),
                                 checkpoint=str(checkpoint_path(spec.train.checkpoint))))

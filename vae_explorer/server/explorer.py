@@ -70,13 +70,13 @@ class Explorer:
 
     def __init__(self, checkpoint_dir: str | Path = "checkpoints", data_root: str | None = None,
                  projection_cache: str | Path | None = None, train_memory_limit: float | None = None,
-                 page_cache: str | Path | None = None):
+                 page_cache: str | Path | None = None, train_lock: str | Path | None = None):
         self.catalog = Catalog(checkpoint_dir, data_root)
         # Served to pages as static files (app.py): nothing else of the checkpoints folder is.
         self.pages = PageDecoders(page_cache if page_cache is not None else self.catalog.root / PAGE_DECODERS)
         self.umap = UmapProjector(projection_cache if projection_cache is not None
                                   else Path(checkpoint_dir) / "projections")
-        self.jobs = TrainingJobs(checkpoint_dir, data_root, memory_limit=train_memory_limit)
+        self.jobs = TrainingJobs(checkpoint_dir, data_root, memory_limit=train_memory_limit, lock_file=train_lock)
         self._baselines: dict[tuple, PCABaseline] = {}
         self._lock = threading.Lock()
 

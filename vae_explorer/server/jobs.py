@@ -9,13 +9,18 @@ stop flag; it is killed if it has not stopped a second later. Checkpoints are
 written atomically after each epoch, so any stop keeps the last completed epoch.
 
 Jobs are deliberately server-wide: every browser tab sees the running job and
-can cancel it; closing the tab that started it does not stop it.
+can cancel it; closing the tab that started it does not stop it. Across servers
+(replicas of the app over one checkpoints folder) a lock file limits training
+to one run per lock: the training process holds an flock on it for as long as
+it lives, so another server's page is told who is training instead of starting
+a second run on the same CPUs.
 """
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +29,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock across servers; one run per server still holds
+    fcntl = None
+
 from ..checkpoints import SUFFIX
+from ..cli import LOCK_FD_ENV
 from ..data import DATASETS
 from ..runs import RunError, RunSpec
 from ..training import TrainEvent
@@ -33,6 +44,7 @@ from .catalog import NAME_PATTERN
 MAX_EPOCHS = 1000
 TABLES_FOLDER = "tables"  # under the checkpoints folder: tables uploaded from the page, kept for their checkpoints
 MAX_CURVE_POINTS = 600
+LOCK_NAME = ".training.lock"  # under the checkpoints folder unless the server is given another lock file
 
 
 class JobError(ValueError):
@@ -136,12 +148,43 @@ class JobBusy(JobError):
     """Another run is in progress."""
 
 
+def take_lock(path: Path) -> int | None:
+    """An open descriptor of `path` holding an exclusive flock, or JobBusy naming the run that holds it.
+    None where flock does not exist. The lock belongs to the open file, so a child given the descriptor keeps
+    it after this process closes its copy, and the kernel drops it when the last holder exits, however it ends
+    (no stale lock after a crash or a kill)."""
+    if fcntl is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        except (OSError, ValueError):
+            holder = {}
+        os.close(fd)
+        what = (f" ({holder.get('model')} on {holder.get('dataset')}, checkpoint {holder.get('name')}, started "
+                f"{time.strftime('%H:%M:%S', time.localtime(holder.get('started', 0)))} by the page server with "
+                f"pid {holder.get('server_pid')} on {holder.get('host')})" if holder.get("name") else "")
+        raise JobBusy(f"a training is already running on this machine, started from another page server{what}; "
+                      "wait for it to finish or cancel it from that server's page") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class TrainingJobs:
-    """At most one training run per server."""
+    """At most one training run per server, and per lock file across the servers that share it."""
 
     def __init__(self, checkpoint_dir: str | Path, data_root: str | None = None, cancel_grace: float = 1.0,
-                 memory_limit: float | None = None):
+                 memory_limit: float | None = None, lock_file: str | Path | None = None):
         self.checkpoint_dir = Path(checkpoint_dir).resolve()
+        # Default: replicas over one checkpoints folder share one limit. Replicas on several machines over a
+        # network folder each give a file on their own machine (app.py --train-lock), one limit per machine.
+        self.lock_file = Path(lock_file).resolve() if lock_file else self.checkpoint_dir / LOCK_NAME
         self.data_root = data_root
         self.memory_limit = memory_limit  # GB a run may use; None: the run's default share of what is free
         self.cancel_grace = cancel_grace
@@ -165,9 +208,28 @@ class TrainingJobs:
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             root = str(Path(__file__).resolve().parents[2])
             env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-            job._process = subprocess.Popen(
-                [sys.executable, "-m", "vae_explorer", "train", *spec.to_argv(), "--events"],
-                stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env, cwd=root)
+            lock = None
+            try:
+                lock = take_lock(self.lock_file)
+                if lock is not None:  # who trains, for the message another server shows
+                    os.ftruncate(lock, 0)
+                    os.pwrite(lock, json.dumps({"model": spec.model, "dataset": spec.data.dataset, "name": name,
+                                                "started": job.started, "server_pid": os.getpid(),
+                                                "host": socket.gethostname()}).encode(), 0)
+                # The training process inherits the locked descriptor: the lock lives as long as it, or until it
+                # closes it as the run ends (LOCK_FD_ENV).
+                if lock is not None:
+                    env[LOCK_FD_ENV] = str(lock)
+                job._process = subprocess.Popen(
+                    [sys.executable, "-m", "vae_explorer", "train", *spec.to_argv(), "--events"],
+                    stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env, cwd=root,
+                    pass_fds=() if lock is None else (lock,))
+            except BaseException:
+                log.close()
+                raise
+            finally:
+                if lock is not None:
+                    os.close(lock)
             try:  # the page's requests come first: a slider must not wait for a training step
                 os.setpriority(os.PRIO_PROCESS, job._process.pid, 10)
             except OSError:
