@@ -156,9 +156,14 @@ class UmapProjector:
             if path is not None:
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_name(path.name + ".tmp.npy")
-                    np.save(tmp, emb)
-                    tmp.replace(path)
+                    # A temporary name of its own: replicas sharing the folder may save the same map at once.
+                    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+                    try:
+                        with open(fd, "wb") as f:
+                            np.save(f, emb)
+                        Path(tmp).replace(path)
+                    finally:
+                        Path(tmp).unlink(missing_ok=True)
                 except OSError:
                     pass  # read-only checkpoints folder: keep it in memory only
             return emb
