@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,10 @@ def main(argv=None) -> int:
     if args.replicas < 1:
         p.error("--replicas must be at least 1")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    # Stop the replicas on SIGTERM too (a service manager, `kill`), and on Ctrl-C even when started from a
+    # script that ignores SIGINT for background jobs: the replicas run in their own sessions and would outlive us.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     print(f"starting {args.replicas} replicas over {args.checkpoints} (about 10 s each, in parallel)…", flush=True)
     with Replicas(args.replicas, args.checkpoints, proxy_port=args.port, proxy_host=args.host,
                   extra_args=tuple(args.app_args)) as replicas:

@@ -179,8 +179,12 @@ class Replicas:
         self.url = self.proxy.url
 
     def stop(self) -> None:
-        for p in ([self.proxy] if self.proxy else []) + self.apps:
-            p.stop()
+        """All at once: each stop may wait seconds for its process to close its workers."""
+        import concurrent.futures
+
+        processes = ([self.proxy] if self.proxy else []) + self.apps
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(processes))) as pool:
+            list(pool.map(lambda p: p.stop(), processes))
 
     def __enter__(self):
         return self
