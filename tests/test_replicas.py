@@ -122,3 +122,41 @@ def test_two_replicas_behind_the_proxy_share_checkpoints_and_one_training(tmp_pa
     # Nothing left running: the proxy, both servers and their training processes (each in its server's group).
     for process in (replicas.proxy, *replicas.apps):
         assert wait_for(lambda: not group_alive(process.proc.pid), 10), process.proc.args
+
+
+def test_replicas_saving_one_umap_map_at_once_leave_a_whole_file(tmp_path):
+    """Two replicas that finish the same UMAP map together each save it under a name of their own, then
+    rename: no writer fails, the cache file is always one whole array, and no temporary file stays behind. With
+    one shared temporary name (before), writers renamed each other's file away (FileNotFoundError here, 3 of 4
+    writers) and a rename could expose a file another writer was still filling."""
+    import threading
+
+    import numpy as np
+
+    from vae_explorer.server.umap_worker import save_map
+
+    path = tmp_path / "projections" / "key.umap.npy"
+    maps = [np.full((20_000, 2), i, np.float32) for i in range(4)]
+    errors = []
+
+    def save(emb):
+        try:
+            for _ in range(20):
+                save_map(path, emb)
+        except OSError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=save, args=(m,)) for m in maps]
+    for t in threads:
+        t.start()
+    seen = []
+    while any(t.is_alive() for t in threads):
+        if path.exists():
+            seen.append(np.load(path))
+    for t in threads:
+        t.join()
+    assert not errors
+    for emb in [*seen, np.load(path)]:
+        assert emb.shape == (20_000, 2) and len(np.unique(emb)) == 1  # one writer's whole array
+    assert sorted(p.name for p in path.parent.iterdir()) == ["key.umap.npy"]
+    assert path.stat().st_mode & 0o044 == 0o044  # readable by replicas run by other users

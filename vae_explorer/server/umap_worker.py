@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -155,15 +156,7 @@ class UmapProjector:
             self._memory[key] = emb
             if path is not None:
                 try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    # A temporary name of its own: replicas sharing the folder may save the same map at once.
-                    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-                    try:
-                        with open(fd, "wb") as f:
-                            np.save(f, emb)
-                        Path(tmp).replace(path)
-                    finally:
-                        Path(tmp).unlink(missing_ok=True)
+                    save_map(path, emb)
                 except OSError:
                     pass  # read-only checkpoints folder: keep it in memory only
             return emb
@@ -175,6 +168,20 @@ class UmapProjector:
         if self._worker is not None:
             self._worker.close()
             self._worker = None
+
+
+def save_map(path: Path, emb: np.ndarray) -> None:
+    """Write-then-rename under a temporary name of its own: replicas of the app sharing the checkpoints folder
+    may save the same map at once, and a reader must never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with open(fd, "wb") as f:
+            np.save(f, emb)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the map from replicas run by other users
+        Path(tmp).replace(path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _serve() -> None:
