@@ -634,6 +634,31 @@ def diagnostics_tab(page: Page) -> None:
                 angles = gr.Plot(show_label=False, elem_id="lp_angles", visible=False)
                 linear_recon = gr.Image(show_label=False, format="png", elem_id="lp_recon", visible=False)
                 page.model_cards(linear_tab.select, linear_model)
+            with gr.Tab("Codebook", id="dg_codebook_tab") as codebook_tab:
+                gr.Markdown("A VQ model snaps each code token to one of K learned codebook vectors. Over the whole "
+                            "test set: how many codes are used, which are dead, how evenly (perplexity); what each "
+                            "code decodes to, sized by use; the test images that use a chosen code most; and for "
+                            "residual VQ, the reconstruction after each level.")
+                with gr.Row():
+                    codebook_model = page.picker("VQ model", page.default("digits_rvq_vae", "digits_vq_vae"),
+                                                 elem_id="cb_model")
+                    codebook_level = CheckedNumber(value=1, precision=0, minimum=1, label="Level",
+                                                   elem_id="cb_level", info="1 for a plain VQ-VAE")
+                    codebook_code = CheckedNumber(value=None, precision=0, minimum=0, label="Code",
+                                                  elem_id="cb_code", info="0 to K-1; opens on the most used")
+                    codebook_show = gr.Button("Show this code", elem_id="cb_show", scale=0)
+                codebook_text = gr.Markdown(elem_classes="caption", elem_id="cb_text")
+                with gr.Row():
+                    codebook_grid = gr.Plot(show_label=False, elem_id="cb_grid", visible=False)
+                    with gr.Column():
+                        gr.Markdown("The chosen code decoded alone, then the test images that use it most.",
+                                    elem_classes="caption")
+                        codebook_users = gr.Image(show_label=False, format="png", elem_id="cb_users", visible=False)
+                        gr.Markdown("Residual VQ: input, then the reconstruction after level 1, 1+2, ... (one test "
+                                    "image per row).", elem_classes="caption")
+                        codebook_levels = gr.Image(show_label=False, format="png", elem_id="cb_levels",
+                                                   visible=False)
+                page.model_cards(codebook_tab.select, codebook_model)
 
     def usage(name):
         kl_fig, var_fig, grid, caption = ex.latent_usage(name)
@@ -653,6 +678,17 @@ def diagnostics_tab(page: Page) -> None:
     def linear(name):
         return shown_if_any(*ex.linear_pca(name))
 
+    def codebook(name, level, code):
+        figure, users, levels, caption = ex.codebook(name, 1 if level is None else level, code)
+        return (gr.Plot(figure, visible=figure is not None), gr.Image(users, visible=users is not None),
+                gr.Image(levels, visible=levels is not None), caption)
+
+    def codebook_fresh(name):
+        # Opening the view or choosing a model starts at level 1 with its most used code, written into the
+        # boxes (the page sends an empty number box as 0, and the old numbers may not exist in a new model).
+        code = ex.most_used_code(name, 1)
+        return (1, code, *codebook(name, 1, code))
+
     wire([tab.select, usage_tab.select, model.change], usage, model, [kl, variance, traversal, traversal_rows, text],
          api_name="latent_usage")
     wire([prior_tab.select, prior_left.change, prior_right.change], prior, [prior_left, prior_right],
@@ -661,6 +697,12 @@ def diagnostics_tab(page: Page) -> None:
          [importance, factor_traversals, factors_text], api_name="disentanglement")
     wire([linear_tab.select, linear_model.change], linear, linear_model,
          [angles, linear_recon, linear_text], api_name="linear_pca")
+    wire([codebook_level.submit, codebook_code.submit, codebook_show.click], codebook,
+         [codebook_model, codebook_level, codebook_code],
+         [codebook_grid, codebook_users, codebook_levels, codebook_text], api_name="codebook")
+    wire([codebook_tab.select, codebook_model.input], codebook_fresh, codebook_model,
+         [codebook_level, codebook_code, codebook_grid, codebook_users, codebook_levels, codebook_text],
+         api_visibility="private")
 
 
 # The Train tab's model-specific widgets: shown, and sent, only for models that have the setting.
