@@ -87,8 +87,8 @@ INTRO = """# vae-explorer
 See what autoencoders learn. **Latent map**: how an autoencoder (left) and a VAE (right) arrange the same
 images (click a point). **Reconstruct**, **Latent sliders**, **Interpolate**, **Sample** and **Denoise** decode
 from those codes; **Diagnostics** shows which latent dimensions are used, how the codes sit against N(0, I),
-how disentangled a model of known factors is, and a linear AE against PCA; **Train** fits a new model in the
-background; **Models** describes each checkpoint.
+how disentangled a model of known factors is, a linear AE against PCA, and a VQ model's codebook; **Train**
+fits a new model in the background; **Models** describes each checkpoint.
 """
 
 
@@ -651,7 +651,8 @@ def diagnostics_tab(page: Page) -> None:
                 with gr.Row():
                     codebook_grid = gr.Plot(show_label=False, elem_id="cb_grid", visible=False)
                     with gr.Column():
-                        gr.Markdown("The chosen code decoded alone, then the test images that use it most.",
+                        gr.Markdown("The chosen code decoded on its own; beside it, the test images whose "
+                                    "tokens use it most.",
                                     elem_classes="caption")
                         codebook_users = gr.Image(show_label=False, format="png", elem_id="cb_users", visible=False)
                         gr.Markdown("Residual VQ: input, then the reconstruction after level 1, 1+2, ... (one test "

@@ -115,7 +115,8 @@ def test_a_code_alone_and_the_residual_levels_decode_their_sums(explorer):
 def test_models_without_a_codebook_get_a_message(explorer):
     for name in ("digits_ae", "digits_vae", "breast_cancer_tabular_ae", "breast_cancer_tabular_vae"):
         entry = explorer.load(name)
-        assert entry.model.codebooks() is None and entry.model.code_indices(entry.kind.prepare(entry.data.test_x[:2])) is None
+        x = entry.kind.prepare(entry.data.test_x[:2])
+        assert entry.model.codebooks() is None and entry.model.code_indices(x) is None
         assert codebook_usage(entry.model, entry.data.test_x, entry.kind) is None
         grid, users, levels, text = explorer.codebook(name)
         assert grid is None and users is None and levels is None

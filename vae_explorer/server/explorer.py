@@ -809,9 +809,15 @@ class Explorer:
         kind, data, item = entry.kind, self._data(entry), entry.kind.item
         users, uses = top_items(usage, level, code, CODE_USERS)
         alone = code_images(entry.model, level, [code], usage.tokens, levels)
-        shown = kind.concat([kind.clean_output(alone), kind.prepare(data.test_x[torch.as_tensor(users)])]) \
-            if len(users) else kind.clean_output(alone)
-        chosen = kind.grid(shown, nrow=len(shown), target=64)
+        chosen = kind.grid(kind.clean_output(alone), nrow=1, target=64, row_labels=[f"code {code}"])
+        if len(users):
+            # Two labelled strips with a gap, so the code's own picture is not read as one more test item.
+            top = kind.grid(kind.prepare(data.test_x[torch.as_tensor(users)]), nrow=len(users), target=64,
+                            row_labels=["top users"])
+            both = Image.new("RGB", (chosen.width + 16 + top.width, max(chosen.height, top.height)), "white")
+            both.paste(chosen.convert("RGB"), (0, 0))
+            both.paste(top.convert("RGB"), (chosen.width + 16, 0))
+            chosen = both
         positions = usage.indices.shape[0] * usage.tokens
         lines = [f"**{name}** over all {len(data.test_x):,} test {item}s of {entry.dataset_name}: each {item} is "
                  f"{usage.tokens} code tokens, each snapped to one of K = {k} codebook vectors"
@@ -827,7 +833,8 @@ class Explorer:
                   "number of equally used codes that would be as spread out (K if all are used evenly). It is "
                   "counted over every test item at once; training logs a per-batch perplexity, which is lower for "
                   "small batches.", "",
-                  f"Grid (left): level {level + 1}'s {k} codes in index order (8 per row, the row's first index on the left), "
+                  f"Grid (left): level {level + 1}'s {k} codes in index order (8 per row, the row's first index on "
+                  "the left), "
                   f"each drawn as what it decodes to on its own (its vector in every token"
                   + (", nothing at the other levels: deeper levels are small corrections, so they look faint"
                      if levels > 1 else "") + "), its area proportional to its use; a red × is a dead code, the "
