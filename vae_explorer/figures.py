@@ -254,11 +254,12 @@ def codebook_grid(pictures: list[str], counts: np.ndarray, title: str, chosen: i
     col, row = np.arange(k) % columns, np.arange(k) // columns
     side = 0.95 * np.sqrt(counts / max(int(counts.max()), 1))
     fig = go.Figure()
-    for i, (url, s) in enumerate(zip(pictures, side)):
-        if counts[i] > 0:
-            fig.add_layout_image(source=url, x=col[i], y=-row[i], sizex=max(s, 0.08), sizey=max(s, 0.08),
-                                 xanchor="center", yanchor="middle", xref="x", yref="y", layer="above",
-                                 sizing="stretch")
+    # All images in one layout update: add_layout_image re-validates every earlier image at each call (3.5 s
+    # for 64 codes here, against milliseconds).
+    fig.update_layout(images=[
+        dict(source=url, x=int(col[i]), y=-int(row[i]), sizex=max(float(s), 0.08), sizey=max(float(s), 0.08),
+             xanchor="center", yanchor="middle", xref="x", yref="y", layer="above", sizing="stretch")
+        for i, (url, s) in enumerate(zip(pictures, side)) if counts[i] > 0])
     dead = counts == 0
     share = counts / max(int(counts.sum()), 1)
     fig.add_trace(go.Scatter(
