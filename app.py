@@ -41,23 +41,26 @@ from vae_explorer.server.page_decoders import PAGE_SCRIPT  # noqa: E402
 log = logging.getLogger("vae_explorer.app")
 
 # Plotly has no click event in Gradio 6: this bridge listens to plotly_click on the two
-# maps and hands the clicked point's index (its customdata) to a hidden button's event.
+# maps (and the codebook grid) and hands the clicked point's index (its customdata) to a
+# hidden button's event, through a window variable that the button's js reads.
 CLICK_BRIDGE = """
 <script>
 (() => {
   const handlers = {};
+  const targets = {left: ["#map_left", "__vaePick", "#pick_button"], right: ["#map_right", "__vaePick", "#pick_button"],
+                   codebook: ["#cb_grid", "__vaeCode", "#cb_pick_button"]};
   function bind() {
-    for (const side of ["left", "right"]) {
-      const plot = document.querySelector(`#map_${side} .js-plotly-plot`);
+    for (const [key, [plotId, store, button]] of Object.entries(targets)) {
+      const plot = document.querySelector(`${plotId} .js-plotly-plot`);
       if (!plot || typeof plot.on !== "function") continue;
-      handlers[side] = handlers[side] || ((ev) => {
+      handlers[key] = handlers[key] || ((ev) => {
         const p = ev && ev.points && ev.points[0];
         if (!p || p.customdata === undefined) return;
-        window.__vaePick = Array.isArray(p.customdata) ? p.customdata[0] : p.customdata;
-        document.querySelector("#pick_button").click();
+        window[store] = Array.isArray(p.customdata) ? p.customdata[0] : p.customdata;
+        document.querySelector(button).click();
       });
-      plot.removeListener("plotly_click", handlers[side]);
-      plot.on("plotly_click", handlers[side]);
+      plot.removeListener("plotly_click", handlers[key]);
+      plot.on("plotly_click", handlers[key]);
     }
   }
   new MutationObserver(bind).observe(document.documentElement, {childList: true, subtree: true});
@@ -74,7 +77,7 @@ PAGE_VIEW = ('<div class="vae-view"><p class="vae-label">{label}</p><canvas widt
 
 CSS = """
 .caption p { font-size: 0.9em; }
-#pick_button { display: none; }
+#pick_button, #cb_pick_button { display: none; }
 .vae-view canvas { display: none; image-rendering: pixelated; max-width: 100%; height: auto; margin: 0 auto; }
 .vae-caption { font-size: 0.85em; opacity: 0.8; margin: 0.2em 0; }
 .vae-label { font-size: 0.9em; margin: 0 0 0.3em 0; display: none; }
@@ -645,7 +648,7 @@ def diagnostics_tab(page: Page) -> None:
                     codebook_level = CheckedNumber(value=1, precision=0, minimum=1, label="Level",
                                                    elem_id="cb_level", info="1 for a plain VQ-VAE")
                     codebook_code = CheckedNumber(value=None, precision=0, minimum=0, label="Code",
-                                                  elem_id="cb_code", info="0 to K-1; opens on the most used")
+                                                  elem_id="cb_code", info="or click a code in the grid")
                     codebook_show = gr.Button("Show this code", elem_id="cb_show", scale=0)
                 codebook_text = gr.Markdown(elem_classes="caption", elem_id="cb_text")
                 with gr.Row():
@@ -659,6 +662,7 @@ def diagnostics_tab(page: Page) -> None:
                                     "image per row).", elem_classes="caption")
                         codebook_levels = gr.Image(show_label=False, format="png", elem_id="cb_levels",
                                                    visible=False)
+                codebook_pick = gr.Button("pick", elem_id="cb_pick_button", visible="hidden")
                 page.model_cards(codebook_tab.select, codebook_model)
 
     def usage(name):
@@ -701,6 +705,13 @@ def diagnostics_tab(page: Page) -> None:
     wire([codebook_level.submit, codebook_code.submit, codebook_show.click], codebook,
          [codebook_model, codebook_level, codebook_code],
          [codebook_grid, codebook_users, codebook_levels, codebook_text], api_name="codebook")
+    def codebook_clicked(name, level, code):
+        return (code, *codebook(name, level, code))
+
+    # A click on a code in the grid: the bridge's code goes in the Code box and the view shows it.
+    wire(codebook_pick.click, codebook_clicked, [codebook_model, codebook_level, codebook_code],
+         [codebook_code, codebook_grid, codebook_users, codebook_levels, codebook_text],
+         js="(m, l, c) => [m, l, (window.__vaeCode ?? c)]", api_visibility="private")
     wire([codebook_tab.select, codebook_model.input], codebook_fresh, codebook_model,
          [codebook_level, codebook_code, codebook_grid, codebook_users, codebook_levels, codebook_text],
          api_visibility="private")

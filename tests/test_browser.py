@@ -748,6 +748,10 @@ def test_diagnostics_codebook_view(ui):
     expect(text).to_contain_text("Code 7 (level 2)", timeout=20_000)
     wait_img(page, "cb_users", other_than=users)
     screenshot(page, "diagnostics_codebook_level2_code7")
+    # A click on a code in the grid chooses it (code 12: the 13th point of the grid's marker trace).
+    page.locator("#cb_grid .scatterlayer .trace path.point").nth(12).click(force=True)
+    expect(text).to_contain_text("Code 12 (level 2)", timeout=20_000)
+    expect(page.locator("#cb_code input")).to_have_value("12")
     choose(page, "cb_model", "digits_ae")
     expect(text).to_contain_text("has no codebook", timeout=20_000)
     expect(page.locator("#cb_grid")).to_be_hidden()

@@ -838,7 +838,7 @@ class Explorer:
                   f"each drawn as what it decodes to on its own (its vector in every token"
                   + (", nothing at the other levels: deeper levels are small corrections, so they look faint"
                      if levels > 1 else "") + "), its area proportional to its use; a red × is a dead code, the "
-                  "orange box the chosen one. Hover a code for its count.", "",
+                  "orange box the chosen one. Hover a code for its count; click it to choose it.", "",
                   f"**Code {code}** (level {level + 1}): {int(counts[code]):,} of {positions:,} tokens "
                   f"({counts[code] / positions:.1%}). Right, top: first the code decoded alone, then "
                   + (f"the {len(users)} test {item}s using it most: " + ", ".join(
