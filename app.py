@@ -654,12 +654,11 @@ def diagnostics_tab(page: Page) -> None:
                 with gr.Row():
                     codebook_grid = gr.Plot(show_label=False, elem_id="cb_grid", visible=False)
                     with gr.Column():
-                        gr.Markdown("The chosen code decoded on its own; beside it, the test images whose "
-                                    "tokens use it most.",
-                                    elem_classes="caption")
+                        gr.Markdown("The chosen code decoded on its own; beside it, the test images whose tokens "
+                                    "use it most.", elem_classes="caption")
                         codebook_users = gr.Image(show_label=False, format="png", elem_id="cb_users", visible=False)
-                        gr.Markdown("Residual VQ: input, then the reconstruction after level 1, 1+2, ... (one test "
-                                    "image per row).", elem_classes="caption")
+                        gr.Markdown("Residual VQ, one test image per row: the input, then the reconstruction after "
+                                    "level 1, 1+2, ...", elem_classes="caption")
                         codebook_levels = gr.Image(show_label=False, format="png", elem_id="cb_levels",
                                                    visible=False)
                 codebook_pick = gr.Button("pick", elem_id="cb_pick_button", visible="hidden")
