@@ -166,3 +166,26 @@ def test_training_records_whole_set_usage_per_epoch(digits):
     assert last["codes_used"] == pytest.approx(np.mean([(c > 0).sum() for c in counts]))
     assert last["perplexity_all"] == pytest.approx(np.mean([direct_perplexity(c.tolist()) for c in counts]))
     assert all({"codes_used", "perplexity_all"} <= set(h["test"]) for h in result.history)
+
+
+def test_asking_for_codes_changes_nothing_and_bad_indices_are_refused(explorer):
+    """code_indices equals what forward quantizes with, also in training mode, where it must not move the usage
+    statistics or re-seed codes; decode_indices refuses indices outside the codebook."""
+    entry = explorer.load("digits_rvq_vae")
+    model = entry.model
+    x = entry.kind.prepare(entry.data.test_x[:64])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    try:
+        indices = model.code_indices(x)
+    finally:
+        model.eval()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with torch.no_grad():
+        assert torch.equal(indices, model.quantize(model.encoder(x))[1])
+    for bad in (64, -2):
+        with pytest.raises(ValueError, match="must be -1 or from 0 to 63"):
+            model.decode_indices(torch.full((1, 1, 4), bad))
+    with pytest.raises(ValueError, match="at most 4 levels, 4 tokens"):
+        model.decode_indices(torch.zeros(1, 5, 4, dtype=torch.long))

@@ -230,7 +230,16 @@ class VQVAE(Autoencoder):
 
     @torch.no_grad()
     def code_indices(self, x):
-        return self.quantize(self.encoder(x))[1]
+        # Not through `quantize`: in training mode the quantizers' forward moves usage statistics and re-seeds
+        # codes, and a question about the codes must not change them.
+        b = x.shape[0]
+        residual = self.encoder(x).reshape(b * self.tokens, self.config.code_dim)
+        indices = []
+        for vq in self.quantizers:
+            idx = vq.nearest(residual)
+            residual = residual - F.embedding(idx, vq.codebook).to(residual.dtype)
+            indices.append(idx.view(b, self.tokens))
+        return torch.stack(indices, 1)
 
     @torch.no_grad()
     def decode_indices(self, indices):
