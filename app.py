@@ -41,23 +41,26 @@ from vae_explorer.server.page_decoders import PAGE_SCRIPT  # noqa: E402
 log = logging.getLogger("vae_explorer.app")
 
 # Plotly has no click event in Gradio 6: this bridge listens to plotly_click on the two
-# maps and hands the clicked point's index (its customdata) to a hidden button's event.
+# maps (and the codebook grid) and hands the clicked point's index (its customdata) to a
+# hidden button's event, through a window variable that the button's js reads.
 CLICK_BRIDGE = """
 <script>
 (() => {
   const handlers = {};
+  const targets = {left: ["#map_left", "__vaePick", "#pick_button"], right: ["#map_right", "__vaePick", "#pick_button"],
+                   codebook: ["#cb_grid", "__vaeCode", "#cb_pick_button"]};
   function bind() {
-    for (const side of ["left", "right"]) {
-      const plot = document.querySelector(`#map_${side} .js-plotly-plot`);
+    for (const [key, [plotId, store, button]] of Object.entries(targets)) {
+      const plot = document.querySelector(`${plotId} .js-plotly-plot`);
       if (!plot || typeof plot.on !== "function") continue;
-      handlers[side] = handlers[side] || ((ev) => {
+      handlers[key] = handlers[key] || ((ev) => {
         const p = ev && ev.points && ev.points[0];
         if (!p || p.customdata === undefined) return;
-        window.__vaePick = Array.isArray(p.customdata) ? p.customdata[0] : p.customdata;
-        document.querySelector("#pick_button").click();
+        window[store] = Array.isArray(p.customdata) ? p.customdata[0] : p.customdata;
+        document.querySelector(button).click();
       });
-      plot.removeListener("plotly_click", handlers[side]);
-      plot.on("plotly_click", handlers[side]);
+      plot.removeListener("plotly_click", handlers[key]);
+      plot.on("plotly_click", handlers[key]);
     }
   }
   new MutationObserver(bind).observe(document.documentElement, {childList: true, subtree: true});
@@ -74,7 +77,7 @@ PAGE_VIEW = ('<div class="vae-view"><p class="vae-label">{label}</p><canvas widt
 
 CSS = """
 .caption p { font-size: 0.9em; }
-#pick_button { display: none; }
+#pick_button, #cb_pick_button { display: none; }
 .vae-view canvas { display: none; image-rendering: pixelated; max-width: 100%; height: auto; margin: 0 auto; }
 .vae-caption { font-size: 0.85em; opacity: 0.8; margin: 0.2em 0; }
 .vae-label { font-size: 0.9em; margin: 0 0 0.3em 0; display: none; }
@@ -87,8 +90,8 @@ INTRO = """# vae-explorer
 See what autoencoders learn. **Latent map**: how an autoencoder (left) and a VAE (right) arrange the same
 images (click a point). **Reconstruct**, **Latent sliders**, **Interpolate**, **Sample** and **Denoise** decode
 from those codes; **Diagnostics** shows which latent dimensions are used, how the codes sit against N(0, I),
-how disentangled a model of known factors is, and a linear AE against PCA; **Train** fits a new model in the
-background; **Models** describes each checkpoint.
+how disentangled a model of known factors is, a linear AE against PCA, and a VQ model's codebook; **Train**
+fits a new model in the background; **Models** describes each checkpoint.
 """
 
 
@@ -634,6 +637,32 @@ def diagnostics_tab(page: Page) -> None:
                 angles = gr.Plot(show_label=False, elem_id="lp_angles", visible=False)
                 linear_recon = gr.Image(show_label=False, format="png", elem_id="lp_recon", visible=False)
                 page.model_cards(linear_tab.select, linear_model)
+            with gr.Tab("Codebook", id="dg_codebook_tab") as codebook_tab:
+                gr.Markdown("A VQ model snaps each code token to one of K learned codebook vectors. Over the whole "
+                            "test set: how many codes are used, which are dead, how evenly (perplexity); what each "
+                            "code decodes to, sized by use; the test images that use a chosen code most; and for "
+                            "residual VQ, the reconstruction after each level.")
+                with gr.Row():
+                    codebook_model = page.picker("VQ model", page.default("digits_rvq_vae", "digits_vq_vae"),
+                                                 elem_id="cb_model")
+                    codebook_level = CheckedNumber(value=1, precision=0, minimum=1, label="Level",
+                                                   elem_id="cb_level", info="1 for a plain VQ-VAE")
+                    codebook_code = CheckedNumber(value=None, precision=0, minimum=0, label="Code",
+                                                  elem_id="cb_code", info="or click a code in the grid")
+                    codebook_show = gr.Button("Show this code", elem_id="cb_show", scale=0)
+                codebook_text = gr.Markdown(elem_classes="caption", elem_id="cb_text")
+                with gr.Row():
+                    codebook_grid = gr.Plot(show_label=False, elem_id="cb_grid", visible=False)
+                    with gr.Column():
+                        gr.Markdown("The chosen code decoded on its own; beside it, the test images whose tokens "
+                                    "use it most.", elem_classes="caption")
+                        codebook_users = gr.Image(show_label=False, format="png", elem_id="cb_users", visible=False)
+                        gr.Markdown("Residual VQ, one test image per row: the input, then the reconstruction after "
+                                    "level 1, 1+2, ...", elem_classes="caption")
+                        codebook_levels = gr.Image(show_label=False, format="png", elem_id="cb_levels",
+                                                   visible=False)
+                codebook_pick = gr.Button("pick", elem_id="cb_pick_button", visible="hidden")
+                page.model_cards(codebook_tab.select, codebook_model)
 
     def usage(name):
         kl_fig, var_fig, grid, caption = ex.latent_usage(name)
@@ -653,6 +682,17 @@ def diagnostics_tab(page: Page) -> None:
     def linear(name):
         return shown_if_any(*ex.linear_pca(name))
 
+    def codebook(name, level, code):
+        figure, users, levels, caption = ex.codebook(name, 1 if level is None else level, code)
+        return (gr.Plot(figure, visible=figure is not None), gr.Image(users, visible=users is not None),
+                gr.Image(levels, visible=levels is not None), caption)
+
+    def codebook_fresh(name):
+        # Opening the view or choosing a model starts at level 1 with its most used code, written into the
+        # boxes (the page sends an empty number box as 0, and the old numbers may not exist in a new model).
+        code = ex.most_used_code(name, 1)
+        return (1, code, *codebook(name, 1, code))
+
     wire([tab.select, usage_tab.select, model.change], usage, model, [kl, variance, traversal, traversal_rows, text],
          api_name="latent_usage")
     wire([prior_tab.select, prior_left.change, prior_right.change], prior, [prior_left, prior_right],
@@ -661,6 +701,19 @@ def diagnostics_tab(page: Page) -> None:
          [importance, factor_traversals, factors_text], api_name="disentanglement")
     wire([linear_tab.select, linear_model.change], linear, linear_model,
          [angles, linear_recon, linear_text], api_name="linear_pca")
+    wire([codebook_level.submit, codebook_code.submit, codebook_show.click], codebook,
+         [codebook_model, codebook_level, codebook_code],
+         [codebook_grid, codebook_users, codebook_levels, codebook_text], api_name="codebook")
+    def codebook_clicked(name, level, code):
+        return (code, *codebook(name, level, code))
+
+    # A click on a code in the grid: the bridge's code goes in the Code box and the view shows it.
+    wire(codebook_pick.click, codebook_clicked, [codebook_model, codebook_level, codebook_code],
+         [codebook_code, codebook_grid, codebook_users, codebook_levels, codebook_text],
+         js="(m, l, c) => [m, l, (window.__vaeCode ?? c)]", api_visibility="private")
+    wire([codebook_tab.select, codebook_model.input], codebook_fresh, codebook_model,
+         [codebook_level, codebook_code, codebook_grid, codebook_users, codebook_levels, codebook_text],
+         api_visibility="private")
 
 
 # The Train tab's model-specific widgets: shown, and sent, only for models that have the setting.

@@ -16,7 +16,8 @@ from .conftest import write_fault_table  # noqa: E402
 
 PUBLIC = {"latent_map", "select_point", "manifold", "reconstruct", "anomalies", "slider_setup", "decode",
           "interpolate", "interpolate_at", "sample", "denoise", "train_start", "train_cancel", "train_status",
-          "model_card", "checkpoints", "latent_usage", "prior_fit", "disentanglement", "linear_pca"}
+          "model_card", "checkpoints", "latent_usage", "prior_fit", "disentanglement", "linear_pca",
+          "codebook"}
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,25 @@ def test_diagnostics_through_the_server(client):
     assert is_plot(variance) and is_png(traversals) and "dimensions active" in text
     kl, *_ = client.predict("digits_ae", api_name="/latent_usage")
     assert kl["visible"] is False  # an AE has no posterior, so no KL
+
+
+def test_codebook_view_through_the_server(client):
+    """The codebook view over the server: residual VQ shows all four views, a chosen code of a deeper level
+    is named, a non-VQ model and a table model get the message naming the VQ models, bad numbers are refused."""
+    grid, users, levels, text = client.predict("digits_rvq_vae", 1, None, api_name="/codebook")
+    assert is_plot(grid["value"]) and is_png(users) and is_png(levels, 64)
+    assert "| 4 | **" in text and "after each level" in text
+    _, users, levels, text = client.predict("digits_rvq_vae", 2, 7, api_name="/codebook")
+    assert "**Code 7** (level 2)" in text and is_png(users)
+    grid, users, levels, text = client.predict("digits_vq_vae", 1, 3, api_name="/codebook")
+    assert is_plot(grid["value"]) and levels["visible"] is False and "**Code 3** (level 1)" in text
+    for name in ("digits_ae", "breast_cancer_tabular_vae"):
+        grid, users, levels, text = client.predict(name, 1, None, api_name="/codebook")
+        assert grid["visible"] is False and users["visible"] is False and "vq_vae, rvq_vae" in text
+    with pytest.raises(Exception, match="Code must be a whole number from 0 to 63"):
+        client.predict("digits_vq_vae", 1, 64, api_name="/codebook")
+    with pytest.raises(Exception, match="Level must be a whole number from 1 to 1"):
+        client.predict("digits_vq_vae", 2, None, api_name="/codebook")
 
 
 def test_prior_scorecard_and_pca_views_through_the_server(client):

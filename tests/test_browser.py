@@ -725,6 +725,45 @@ def test_diagnostics_prior_scorecard_and_pca_views(ui):
     assert_clean(ui)
 
 
+def test_diagnostics_codebook_view(ui):
+    """The Codebook sub-tab: residual VQ's grid of codes sized by use, the chosen code's users and the levels
+    side by side; typing a code shows it; a plain AE gets the message naming the VQ models."""
+    page = ui.page
+    open_tab(page, "Diagnostics")
+    open_tab(page, "Codebook")
+    text = page.locator("#cb_text")
+    expect(text).to_contain_text("codes used / K", timeout=30_000)
+    expect(text).to_contain_text("after each level")
+    page.wait_for_function(JS_PLOT_READY, arg="cb_grid")
+    most_used = ui.explorer.most_used_code("digits_rvq_vae", 1)
+    expect(page.locator("#cb_code input")).to_have_value(str(most_used))  # it opens on the most used code
+    expect(text).to_contain_text(f"Code {most_used} (level 1)")
+    expect(page.locator("#cb_grid .layer-above image")).to_have_count(64)  # rvq level 1: no dead code
+    users = wait_img(page, "cb_users")
+    wait_img(page, "cb_levels")
+    screenshot(page, "diagnostics_codebook")
+    page.locator("#cb_level input").fill("2")
+    page.locator("#cb_code input").fill("7")
+    page.locator("#cb_show").click()
+    expect(text).to_contain_text("Code 7 (level 2)", timeout=20_000)
+    wait_img(page, "cb_users", other_than=users)
+    screenshot(page, "diagnostics_codebook_level2_code7")
+    # A click on a code in the grid chooses it (code 12: the 13th point of the grid's marker trace).
+    page.locator("#cb_grid .scatterlayer .trace path.point").nth(12).click(force=True)
+    expect(text).to_contain_text("Code 12 (level 2)", timeout=20_000)
+    expect(page.locator("#cb_code input")).to_have_value("12")
+    choose(page, "cb_model", "digits_ae")
+    expect(text).to_contain_text("has no codebook", timeout=20_000)
+    expect(page.locator("#cb_grid")).to_be_hidden()
+    expect(page.locator("#cb_users")).to_be_hidden()
+    screenshot(page, "diagnostics_codebook_not_vq")
+    choose(page, "cb_model", "digits_vq_vae")
+    expect(text).to_contain_text("digits_vq_vae over all 359 test images", timeout=20_000)
+    expect(page.locator("#cb_levels")).to_be_hidden()
+    expect(page.locator("#cb_level input")).to_have_value("1")
+    assert_clean(ui)
+
+
 def test_train_form_shows_the_settings_the_chosen_model_has(ui):
     """The Train tab asks the registry: β only for models with a KL weight, input noise only for AEs; a
     setting the model lacks is hidden, and the extra box takes any other flag."""

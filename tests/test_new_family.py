@@ -105,6 +105,7 @@ def test_a_family_defined_outside_the_package_works_everywhere(registered, tmp_p
         assert "is not this model's prior" in ex.prior_fit("tied")[2]  # the base class's sample sources
         assert "needs known factors" in ex.disentanglement("tied")[2]  # digits has none
         assert "does not have a linear decoder" in ex.linear_pca("tied")[2]  # the base class answers None
+        assert "has no codebook" in ex.codebook("tied")[3] and ex.codebook("tied")[0] is None  # base: None
 
         # From the page: the background run imports the family through VAE_EXPLORER_PLUGINS.
         ex.train_start(NAME, "digits", "tied_bg", "input_dropout=0.3", latent_dim=2, epochs=1, batch_size=64)

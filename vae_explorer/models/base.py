@@ -221,6 +221,22 @@ class Autoencoder(nn.Module):
         AE, whose column space of W the Diagnostics tab sets against PCA); None where it is not."""
         return None
 
+    def codebooks(self) -> list[torch.Tensor] | None:
+        """The codebook of each quantization level, (K, d) each, level 1 first, where codes snap to codebook
+        vectors (a VQ-VAE: one level; residual VQ: several); None where the code is not quantized."""
+        return None
+
+    def code_indices(self, x: torch.Tensor) -> torch.Tensor | None:
+        """(B, levels, T) int64: the codebook index each item's T code tokens use at each level (what
+        `encode` snaps to); None where the code is not quantized."""
+        return None
+
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """Decode codes given as indices (B, L', T) into the first L' levels' codebooks: each token is the sum
+        of its levels' vectors, -1 adding nothing at that level. The first l levels of `code_indices(x)` give
+        residual VQ's reconstruction after level l; one index tiled over every token shows what a code means."""
+        raise ValueError(f"{self.name} has no codebook")
+
     def extra_metrics(self, x: torch.Tensor, iwae_k: int) -> dict[str, torch.Tensor]:
         """Per-item metrics beyond the loss terms, (B,) each (a VAE's IWAE bound); {} when it has none."""
         return {}

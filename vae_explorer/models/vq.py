@@ -225,6 +225,37 @@ class VQVAE(Autoencoder):
             stats=lambda: self.code_stats(indices),
         )
 
+    def codebooks(self):
+        return [vq.codebook.detach() for vq in self.quantizers]
+
+    @torch.no_grad()
+    def code_indices(self, x):
+        # Not through `quantize`: in training mode the quantizers' forward moves usage statistics and re-seeds
+        # codes, and a question about the codes must not change them.
+        b = x.shape[0]
+        residual = self.encoder(x).reshape(b * self.tokens, self.config.code_dim)
+        indices = []
+        for vq in self.quantizers:
+            idx = vq.nearest(residual)
+            residual = residual - F.embedding(idx, vq.codebook).to(residual.dtype)
+            indices.append(idx.view(b, self.tokens))
+        return torch.stack(indices, 1)
+
+    @torch.no_grad()
+    def decode_indices(self, indices):
+        b, levels, t = indices.shape
+        if levels > len(self.quantizers) or t != self.tokens:
+            raise ValueError(f"{self.name} takes indices (B, at most {len(self.quantizers)} levels, {self.tokens} "
+                             f"tokens), got {tuple(indices.shape)}")
+        z = torch.zeros(b, t, self.config.code_dim, device=self.quantizers[0].codebook.device)
+        for level, vq in enumerate(self.quantizers[:levels]):
+            idx = indices[:, level].to(z.device)
+            k = vq.codebook.shape[0]
+            if bool(((idx < -1) | (idx >= k)).any()):
+                raise ValueError(f"code indices at level {level + 1} must be -1 or from 0 to {k - 1}")
+            z = z + torch.where(idx[..., None] >= 0, F.embedding(idx.clamp_min(0), vq.codebook), 0.0)
+        return self.decode(z.view(b, -1))
+
     def code_stats(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
         """Perplexity (effective number of codes) and the fraction of codes used, averaged over levels."""
         k = self.config.codebook_size

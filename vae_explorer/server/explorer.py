@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from .. import figures
+from ..codebook import code_images, codebook_usage, level_errors, top_items
 from ..cards import model_card
 from ..data import DATASETS
 from ..anomaly import THRESHOLD_RULES, choose_threshold, curves, detection_report
@@ -48,6 +49,8 @@ TRAVERSAL_STEPS = np.linspace(-3, 3, 9)
 SLIDER_IMAGE, INTERPOLATION_IMAGE = 192, 160  # pixels high: the decoded item in those views
 PAGE_DECODERS = "page_decoders"  # in the checkpoints folder: the decoders written for pages
 PCA_EXAMPLES = 8  # test items reconstructed by a linear AE and by PCA, side by side
+CODE_USERS = 8  # test items shown for a chosen code: those whose tokens use it most
+LEVEL_EXAMPLES = 6  # test items shown after each residual VQ level
 
 
 class ViewError(ValueError):
@@ -778,6 +781,116 @@ class Explorer:
                      f"{name} **{ae_error:.5f}**, PCA **{pca_error:.5f}** (PCA is the best any {k}-D linear map can "
                      f"do on the training {kind.item}s).")
         return fig, grid, "  \n".join(lines)
+
+    def codebook(self, name: str, level=1, code=None) -> tuple[object, Image.Image | None, Image.Image | None, str]:
+        """A VQ model's codebook over the whole test set: per level, codes used / K, dead codes and perplexity;
+        a grid of every code's decoded picture sized by usage (a figure); the chosen code (the level's most
+        used where `code` is None) decoded alone beside the test items that use it most (an image); for
+        residual VQ, test items reconstructed after levels 1, 1+2, ... with the error per level (an image).
+        Models without a codebook get (None, None, None, a message naming the VQ models)."""
+        entry = self.load(name)
+        if entry.model.codebooks() is None:
+            vq_models = [m for m, e in MODELS.items() if e.cls.code_kind == "quantized"]
+            ready = [n for n in self.checkpoint_names() if self._model_of(n) in vq_models]
+            return None, None, None, (
+                f"**{name}** ({entry.model.name}) has no codebook: its code is continuous, not snapped to a set of "
+                f"learned vectors. The codebook explorer is for the vector-quantized models "
+                f"({', '.join(vq_models)}): choose " + (" or ".join(ready) + ", or train one" if ready else "train one")
+                + " in the Train tab.")
+        usage = entry.cached("codebook_usage",
+                             lambda: codebook_usage(entry.model, self._data(entry).test_x, entry.kind))
+        k, levels = usage.codebook_size, usage.levels
+        level = int(number_input(level, "Level", 1, levels, whole=True)) - 1
+        counts = usage.counts[level]
+        code = int(np.argmax(counts)) if code is None else int(number_input(code, "Code", 0, k - 1, whole=True))
+        pictures = entry.cached(f"codebook_pictures_{level}", lambda: self._code_pictures(entry, usage, level))
+        fig = figures.codebook_grid(pictures, counts, f"{name}: level {level + 1} codes, area ∝ test-set usage",
+                                    chosen=code)
+        kind, data, item = entry.kind, self._data(entry), entry.kind.item
+        users, uses = top_items(usage, level, code, CODE_USERS)
+        alone = code_images(entry.model, level, [code], usage.tokens, levels)
+        chosen = kind.grid(kind.clean_output(alone), nrow=1, target=64, row_labels=[f"code {code}"])
+        if len(users):
+            # Two labelled strips with a gap, so the code's own picture is not read as one more test item.
+            top = kind.grid(kind.prepare(data.test_x[torch.as_tensor(users)]), nrow=len(users), target=64,
+                            row_labels=["top users"])
+            both = Image.new("RGB", (chosen.width + 16 + top.width, max(chosen.height, top.height)), "white")
+            both.paste(chosen.convert("RGB"), (0, 0))
+            both.paste(top.convert("RGB"), (chosen.width + 16, 0))
+            chosen = both
+        positions = usage.indices.shape[0] * usage.tokens
+        lines = [f"**{name}** over all {len(data.test_x):,} test {item}s of {entry.dataset_name}: each {item} is "
+                 f"{usage.tokens} code tokens, each snapped to one of K = {k} codebook vectors"
+                 + (f" at each of {levels} levels (residual VQ: each level quantizes what the levels before it "
+                    f"left)" if levels > 1 else "") + f"; {positions:,} tokens per level in all.", "",
+                 "| level | codes used / K | dead codes | perplexity (of K) |", "|---|---|---|---|"]
+        for lv in range(levels):
+            dead = usage.dead(lv)
+            lines.append(f"| {lv + 1} | **{usage.used[lv]} / {k}** | {len(dead)}"
+                         + (f" ({', '.join(map(str, dead[:12]))}{', ...' if len(dead) > 12 else ''})" if dead else "")
+                         + f" | **{usage.perplexity[lv]:.1f}** |")
+        lines += ["", "Perplexity is exp(entropy) of how often each code is used over the whole test set: the "
+                  "number of equally used codes that would be as spread out (K if all are used evenly). It is "
+                  "counted over every test item at once; training logs a per-batch perplexity, which is lower for "
+                  "small batches.", "",
+                  f"Grid (left): level {level + 1}'s {k} codes in index order (8 per row, the row's first index on "
+                  "the left), "
+                  f"each drawn as what it decodes to on its own (its vector in every token"
+                  + (", nothing at the other levels: deeper levels are small corrections, so they look faint"
+                     if levels > 1 else "") + "), its area proportional to its use; a red × is a dead code, the "
+                  "orange box the chosen one. Hover a code for its count; click it to choose it.", "",
+                  f"**Code {code}** (level {level + 1}): {int(counts[code]):,} of {positions:,} tokens "
+                  f"({counts[code] / positions:.1%}). Right, top: first the code decoded alone, then "
+                  + (f"the {len(users)} test {item}s using it most: " + ", ".join(
+                      f"#{i} ({u} of {usage.tokens} tokens)" for i, u in zip(users.tolist(), uses.tolist()))
+                     if len(users) else f"no test {item} uses it (a dead code)") + "."]
+        levels_image = None
+        if levels > 1:
+            levels_image, errors, shown_items = entry.cached("codebook_levels", lambda: self._levels(entry, usage))
+            lines += ["", f"Right, bottom: residual levels, test {item}s {shown_items[0]}–{shown_items[-1]} one per "
+                      f"row; left to right the input, then the reconstruction from level 1 alone, levels 1+2, ..., "
+                      f"all {levels}. Mean {kind.error_name} over the test set after each level: "
+                      + ", ".join(f"1–{lv + 1}: **{e:.5f}**" if lv else f"1: **{e:.5f}**"
+                                  for lv, e in enumerate(errors)) + "."]
+        return fig, chosen, levels_image, "\n".join(lines)
+
+    def most_used_code(self, name: str, level=1) -> int | None:
+        """The code of `level` (1-based) that most test tokens use; None for a model without a codebook."""
+        entry = self.load(name)
+        if entry.model.codebooks() is None:
+            return None
+        usage = entry.cached("codebook_usage",
+                             lambda: codebook_usage(entry.model, self._data(entry).test_x, entry.kind))
+        return int(np.argmax(usage.counts[int(number_input(level, "Level", 1, usage.levels, whole=True)) - 1]))
+
+    def _model_of(self, name: str) -> str | None:
+        try:
+            return self.catalog.metadata(name).get("model")
+        except CatalogError:
+            return None
+
+    def _code_pictures(self, entry: LoadedCheckpoint, usage, level: int) -> list[str]:
+        """Every code of `level` decoded on its own, as PNG data URLs for the grid figure."""
+        import base64
+        import io
+        images = entry.kind.clean_output(code_images(entry.model, level, list(range(usage.codebook_size)),
+                                                     usage.tokens, usage.levels))
+        urls = []
+        for x in images:
+            buf = io.BytesIO()
+            entry.kind.show(x, target=32).save(buf, format="PNG")
+            urls.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+        return urls
+
+    def _levels(self, entry: LoadedCheckpoint, usage):
+        data, kind = self._data(entry), entry.kind
+        x = kind.prepare(data.test_x)
+        recons, errors = level_errors(entry.model, x, kind, torch.as_tensor(usage.indices))
+        shown = list(range(min(LEVEL_EXAMPLES, len(x))))
+        columns = [x[shown], *(kind.clean_output(r[shown]) for r in recons)]
+        tiles = torch.stack(columns, 1).flatten(0, 1)  # item by item, each row input then levels
+        grid = kind.grid(tiles, nrow=len(columns), target=48, row_labels=[f"#{i}" for i in shown])
+        return grid, errors, shown
 
     # ---- 8. train ------------------------------------------------------------------------
 
