@@ -100,3 +100,15 @@ def write_fault_table(path: Path, n: int = 1500, seed: int = 0) -> Path:
     pd.DataFrame({"id": np.arange(n), "a": a.round(4), "b": b.round(4), "colour": colour,
                   "kind": np.where(fault, "fault", "normal")}).to_csv(path, index=False)
     return path
+
+
+def wait_for(predicate, timeout: float, poll: float = 0.05) -> bool:
+    """Poll `predicate` until it is true (True) or `timeout` seconds pass (False)."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return False

@@ -10,16 +10,10 @@ import pytest
 from vae_explorer.checkpoints import load_checkpoint
 from vae_explorer.server import Explorer, ViewError
 
+from .conftest import wait_for
+
 pytestmark = pytest.mark.subprocess  # every test here starts the CLI or a training process
 
-
-def wait_for(predicate, timeout: float, poll: float = 0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return False
 
 
 @pytest.fixture

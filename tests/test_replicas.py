@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
@@ -13,20 +12,12 @@ from vae_explorer.server.jobs import LOCK_NAME
 from vae_explorer.server.launcher import Replicas
 from vae_explorer.server.proxy import COOKIE
 
-from .conftest import copy_checkpoints, shown
+from .conftest import copy_checkpoints, shown, wait_for
 
 pytestmark = pytest.mark.subprocess  # training processes, app processes, the proxy
 
 MACHINE_BUSY = "already running on this machine, started from another page server"
 
-
-def wait_for(predicate, timeout: float, poll: float = 0.1) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return False
 
 
 def test_one_training_per_lock_file_across_servers(tmp_path):
