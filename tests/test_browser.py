@@ -81,6 +81,23 @@ class UI:
     explorer: object  # the served app's Explorer (its training jobs)
     external_requests: list[str] = field(default_factory=list)  # aborted: not 127.0.0.1 / localhost
     page_errors: list[str] = field(default_factory=list)  # uncaught exceptions in the page's scripts
+    in_flight: set = field(default_factory=set)  # requests sent and not yet answered (wait_quiet)
+    last_request_change: float = 0.0  # time.time() of the last request sent or answered
+
+    def track_requests(self) -> None:
+        def started(r):
+            if "/heartbeat/" in r.url:  # the session's keep-alive stream, open as long as the page is
+                return
+            self.in_flight.add(r)
+            self.last_request_change = time.time()
+
+        def ended(r):
+            self.in_flight.discard(r)
+            self.last_request_change = time.time()
+
+        self.page.on("request", started)
+        self.page.on("requestfinished", ended)
+        self.page.on("requestfailed", ended)
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +120,7 @@ def ui(app_server):
         page.set_default_timeout(PAGE_TIMEOUT_MS)
         page.route("**/*", route)
         page.on("pageerror", lambda e: state.page_errors.append(str(e)))
+        state.track_requests()
         page.goto(url)
         page.wait_for_function(JS_PLOT_READY, arg="map_left", timeout=60_000)
         yield state
@@ -158,10 +176,12 @@ def wait_canvas(page, elem_id: str, other_than) -> None:
                            arg=[elem_id, base64.b64encode(other_than.tobytes()).decode()])
 
 
-def wait_page_decoding(page, key: str, model: str) -> None:
+def wait_page_decoding(ui: UI, key: str, model: str) -> None:
     """Wait until view `key` decodes `model` in the page: its decoder fetched, a frame drawn, and what it drew
-    is what the sliders show (the server's slider setup and the page's spec arrive by separate calls)."""
-    page.wait_for_function("""([key, model]) => { const v = window.vaePage && window.vaePage.views[key];
+    is what the sliders show (the server's slider setup and the page's spec arrive by separate calls, so both
+    are waited for: a view drawn before a tab's calls are answered can match the sliders until they land)."""
+    wait_quiet(ui)
+    ui.page.wait_for_function("""([key, model]) => { const v = window.vaePage && window.vaePage.views[key];
         if (!(v && v.mode === 'page' && v.spec && v.spec.model === model && v.drawn > 0)) return false;
         const dom = v.spec.inputs.map(id => { const el = document.querySelector(`#${id} input[type=range]`);
                                               return el ? Number(el.value) : 0; });
@@ -253,7 +273,7 @@ def test_reconstruct_chosen_images(ui):
 def test_latent_slider_redecodes(ui):
     page = ui.page
     open_tab(page, "Latent sliders")
-    wait_page_decoding(page, "sl", "digits_vae")
+    wait_page_decoding(ui, "sl", "digits_vae")
     before = canvas_pixels(page, "sl_view")
     slider = page.locator("#slider_0 input[type=range]")
     expect(slider).to_be_visible()
@@ -270,7 +290,7 @@ def test_interpolation_slider_moves_both_models(ui):
     open_tab(page, "Interpolate")
     wait_img(page, "in_strip")
     for key, name in (("in-a", "digits_ae"), ("in-b", "digits_vae")):
-        wait_page_decoding(page, key, name)
+        wait_page_decoding(ui, key, name)
     before = {v: canvas_pixels(page, v) for v in ("in_view_a", "in_view_b")}
     set_range(page, "in_t", 0.95)
     for v, old in before.items():
@@ -306,36 +326,27 @@ class Drag:
         return float(np.percentile(self.latencies_ms, 95))
 
 
-def wait_quiet(page, quiet_ms: int = 800, timeout_s: float = 20.0) -> None:
-    """Wait until the page has sent no request for `quiet_ms` (and its answers are in): what opening a tab
-    asked the server for is done, so a drag that follows is measured alone."""
-    seen = []
-
-    def note(r):
-        seen.append(r)
-
-    page.on("request", note)
-    page.on("requestfinished", note)
-    try:
-        deadline, last, count = time.time() + timeout_s, time.time(), -1
-        while time.time() < deadline:
-            if len(seen) != count:
-                count, last = len(seen), time.time()
-            elif time.time() - last > quiet_ms / 1000:
-                return
-            page.wait_for_timeout(100)
-    finally:
-        page.remove_listener("request", note)
-        page.remove_listener("requestfinished", note)
+def wait_quiet(ui: UI, quiet_ms: int = 800, timeout_s: float = 20.0) -> None:
+    """Wait until the page has had no request in flight for `quiet_ms`: what opening a tab or choosing a
+    model asked the server for is answered (a queued call's result stream stays open until its last event
+    is in), so what follows sees its outcome and a drag that follows is measured alone."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if not ui.in_flight and time.time() - ui.last_request_change > quiet_ms / 1000:
+            return
+        ui.page.wait_for_timeout(100)
+    raise AssertionError(f"the page still had requests in flight after {timeout_s:.0f} s: "
+                         f"{sorted(r.url for r in ui.in_flight)}")
 
 
-def drag(page, elem_id: str, key: str, steps: int = 120) -> Drag:
+def drag(ui: UI, elem_id: str, key: str, steps: int = 120) -> Drag:
     """Drag the slider #elem_id's thumb with the mouse from its left to its right end in `steps` moves, as a
     person does, recording every request the page makes meanwhile and how long each input event took to
     reach the canvas of view `key` (performance.now() in the page: decoder.js stamps each frame)."""
     import json
 
-    wait_quiet(page)
+    page = ui.page
+    wait_quiet(ui)
     timer_fns = set(page.evaluate(JS_TIMER_FNS))
     requests, polls, streams = [], [], []
 
@@ -416,14 +427,14 @@ def test_a_slider_drag_decodes_in_the_page(ui, model):
         before = img_src(page, "sl_image")
         choose(page, "sl_model", model)
         wait_img(page, "sl_image", other_than=before)  # the sliders are set up for it
-    wait_page_decoding(page, "sl", model)
+    wait_page_decoding(ui, "sl", model)
     expect(page.locator("#sl_view")).to_contain_text(f"{model}: decoded in your browser")
     expect(page.locator("#sl_image")).to_be_hidden()
     index = int(page.locator("#sl_index input").input_value())
     assert_matches_server(canvas_pixels(page, "sl_view"),
                           ui.explorer.decode_sliders(model, index, slider_values(page)), f"{model} at item {index}")
 
-    result = drag(page, "slider_0", "sl")
+    result = drag(ui, "slider_0", "sl")
     print(f"{model}: {len(result.latencies_ms)} frames, input -> drawn p50 "
           f"{sorted(result.latencies_ms)[len(result.latencies_ms) // 2]:.2f} ms, p95 {result.p95():.2f} ms, "
           f"max {max(result.latencies_ms):.2f} ms; on screen p95 {np.percentile(result.shown_ms, 95):.2f} ms; "
@@ -454,8 +465,8 @@ def test_the_interpolation_t_drag_decodes_in_the_page(ui):
     page = ui.page
     open_tab(page, "Interpolate")
     for key, name in (("in-a", "digits_ae"), ("in-b", "digits_vae")):
-        wait_page_decoding(page, key, name)
-    result = drag(page, "in_t", "in-b")
+        wait_page_decoding(ui, key, name)
+    result = drag(ui, "in_t", "in-b")
     print(f"interpolation: {len(result.latencies_ms)} frames (two models each), p95 {result.p95():.2f} ms, on "
           f"screen p95 {np.percentile(result.shown_ms, 95):.2f} ms; "
           f"{len(result.requests)} requests ({result.polls} timer polls)")
@@ -536,7 +547,7 @@ def test_a_model_the_page_cannot_run_is_decoded_on_the_server(ui):
     expect(rows).not_to_have_text(before)  # the server decoded the moved code
     screenshot(page, "page_decode_server_fallback")
     choose(page, "sl_model", "digits_vae")  # leave the tab as the other tests expect it
-    wait_page_decoding(page, "sl", "digits_vae")
+    wait_page_decoding(ui, "sl", "digits_vae")
     assert_clean(ui)
 
 
