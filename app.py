@@ -36,6 +36,7 @@ from vae_explorer.latent import PROJECTIONS  # noqa: E402
 from vae_explorer.memory import MEMORY_SHARE  # noqa: E402
 from vae_explorer.models import LIKELIHOODS, MODELS, load_plugins  # noqa: E402
 from vae_explorer.server import MAX_SLIDERS, Explorer, ViewError, number_input  # noqa: E402
+from vae_explorer.server.cache import CacheJanitor  # noqa: E402
 from vae_explorer.server.page_decoders import PAGE_SCRIPT  # noqa: E402
 
 log = logging.getLogger("vae_explorer.app")
@@ -200,8 +201,17 @@ with _without_stub_files():
 
 
 class ExplorerBlocks(gr.Blocks):
-    """gr.Blocks whose answer to a call with too few values names the inputs it wanted; Gradio's own
-    lists them as Python reprs (`<gradio.components.slider.Slider object at 0x...>`)."""
+    """gr.Blocks whose answer to a call with too few values names the inputs it wanted (Gradio's own
+    lists them as Python reprs, `<gradio.components.slider.Slider object at 0x...>`), and whose files
+    on disk are kept under a cap by a `CacheJanitor` while it serves (see `launch`)."""
+
+    cache_janitor: CacheJanitor | None = None
+
+    def close(self, verbose: bool = True) -> None:
+        super().close(verbose)
+        if self.cache_janitor is not None:
+            self.cache_janitor.stop(delete_all=True)  # as Gradio's own sweep does at shutdown
+            self.cache_janitor = None
 
     def validate_inputs(self, block_fn, inputs):
         if len(inputs) < len(block_fn.inputs):
@@ -836,7 +846,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
     # The page's decoder script and the decoders written for pages; nothing else of the checkpoints folder.
     explorer.pages.folder.mkdir(parents=True, exist_ok=True)
     gr.set_static_paths([PAGE_SCRIPT, explorer.pages.folder])
-    with ExplorerBlocks(title="vae-explorer", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
+    with ExplorerBlocks(title="vae-explorer", analytics_enabled=False, delete_cache=None) as demo:
         gr.Markdown(INTRO)
         page = Page(explorer, demo.load, explorer.checkpoint_names(), [])
         with gr.Tabs():
@@ -861,10 +871,19 @@ def build_app(explorer: Explorer) -> gr.Blocks:
     return demo
 
 
-def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False, **kwargs):
+DEFAULT_CACHE_CAP_MB = 500
+DEFAULT_CACHE_MAX_AGE_MIN = 60
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+           cache_cap_mb: float = DEFAULT_CACHE_CAP_MB, cache_max_age_min: float = DEFAULT_CACHE_MAX_AGE_MIN, **kwargs):
     # run_history=False: Gradio 6 otherwise keeps every call's inputs and outputs in the page's localStorage
     # and rewrites that store at each event; after a few 10,000-point maps each event froze the page ~200 ms.
     demo.queue(default_concurrency_limit=4)
+    from gradio.utils import get_upload_folder
+
+    demo.cache_janitor = CacheJanitor(demo, int(cache_cap_mb * 2**20), cache_max_age_min * 60,
+                                      root=get_upload_folder()).start()
     return demo.launch(server_name=host, server_port=port, share=share, head=CLICK_BRIDGE, css=CSS,
                        max_file_size=MAX_UPLOAD_BYTES, footer_links=["api"], ssr_mode=False,
                        show_error=True, run_history=False, **kwargs)
@@ -893,7 +912,16 @@ def parse_args(argv=None):
                    help="lock file that allows one training run at a time among every app process given the same "
                         "file (default: .training.lock in the checkpoints folder, shared by replicas over it); "
                         "replicas on several machines over a network folder give a file on their own machine")
+    p.add_argument("--cache-cap-mb", type=float, default=DEFAULT_CACHE_CAP_MB,
+                   help="disk the answers' images and the uploads may use (Gradio's file cache, GRADIO_TEMP_DIR); "
+                        "above it the oldest files are deleted (default %(default)s)")
+    p.add_argument("--cache-max-age-min", type=float, default=DEFAULT_CACHE_MAX_AGE_MIN,
+                   help="minutes a cached file is kept at most (default %(default)s)")
     args = p.parse_args(argv)
+    for name in ("cache_cap_mb", "cache_max_age_min"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            p.error(f"--{name.replace('_', '-')} must be a positive number, got {value}")
     if args.train_memory_limit is not None and not (math.isfinite(args.train_memory_limit)
                                                     and args.train_memory_limit > 0):
         p.error(f"--train-memory-limit must be a positive number of GB, got {args.train_memory_limit}")
@@ -912,7 +940,8 @@ def main(argv=None) -> None:
         auth = tuple(args.auth.split(":", 1)) if args.auth else None
         if auth is not None and len(auth) != 2:
             sys.exit("--auth must look like user:password")
-        launch(demo, args.host, args.port, args.share, auth=auth, prevent_thread_lock=True,
+        launch(demo, args.host, args.port, args.share, cache_cap_mb=args.cache_cap_mb,
+               cache_max_age_min=args.cache_max_age_min, auth=auth, prevent_thread_lock=True,
                root_path=args.root_path)
         if not args.no_umap_warmup:
             # After the first page has had the CPU: compiling UMAP takes about a minute of it.
@@ -920,6 +949,7 @@ def main(argv=None) -> None:
         print(f"vae-explorer is serving on http://{args.host}:{args.port}", flush=True)
         demo.block_thread()
     finally:
+        demo.close()
         explorer.close()
 
 
