@@ -109,3 +109,34 @@ def test_decode_at_on_a_umap_map_marks_points_outside_the_hull(explorer):
     assert np.linalg.norm(z_own - entry.codes[3]) < np.median(spread)
     image, caption = explorer.decode_at(name, "umap", *far)
     assert image.size[0] > 8 and "unreliable" in caption
+
+
+def test_hover_sprite_sheet_holds_every_test_image_at_its_index(explorer, tmp_path):
+    from vae_explorer.data import DATASETS
+    from vae_explorer.server.hover_tiles import HoverTiles
+
+    name = "digits_vae"
+    entry = explorer.load(name)
+    sheet = explorer.hover_tiles(name)
+    meta = explorer.latent_map(name).figure.layout.meta
+    assert meta["tiles"] == sheet.as_meta(str(sheet.file)) and meta["map"] == {"model": name, "projection": "raw"}
+    assert sheet.file.parent == explorer.catalog.root / "hover_tiles"
+    picture = np.asarray(Image.open(sheet.file).convert("L"))
+    items = entry.data.test_x.numpy()  # (N, 1, 8, 8) uint8
+    assert sheet.count == len(items) and (sheet.width, sheet.height) == (8, 8)
+    for i in (0, 1, 99, 100, 101, len(items) - 1):
+        left, top = sheet.position(i)
+        assert (left, top) == ((i % sheet.columns) * 8, (i // sheet.columns) * 8)
+        np.testing.assert_array_equal(picture[top:top + 8, left:left + 8], items[i, 0])
+    # Models of one dataset share a sheet; the file is named by the items: changed items, another file.
+    assert explorer.hover_tiles("digits_ae").file == sheet.file
+    tiles = HoverTiles(tmp_path)
+    kind = entry.data.kind
+    changed = entry.data.test_x.clone()
+    changed[0, 0, 0, 0] ^= 1
+    first, second = tiles.sheet(entry.data.test_x, kind, "digits-test"), tiles.sheet(changed, kind, "digits-test")
+    assert first.file != second.file and first.file.exists() and second.file.exists()
+    # Table rows are not pictures: no sheet, the map keeps its text hover.
+    assert explorer.hover_tiles("breast_cancer_tabular_ae") is None
+    assert explorer.latent_map("breast_cancer_tabular_ae").figure.layout.meta["tiles"] is None
+    assert tiles.sheet(torch.zeros(3, 4), DATASETS["breast_cancer"].kind, "rows") is None

@@ -37,6 +37,7 @@ from ..runs import DataSpec, RunError, RunSpec, parse_settings, split_settings
 from ..training import TrainConfig
 from .catalog import Catalog, CatalogError, LoadedCheckpoint
 from .jobs import TABLES_FOLDER, JobError, TrainingJobs
+from .hover_tiles import HoverTiles, TileSheet
 from .page_decoders import PageDecoders, PageExport
 from .umap_worker import UmapProjector
 
@@ -48,6 +49,7 @@ MAX_TRAVERSALS = 16  # rows of latent traversals: the most used dimensions first
 TRAVERSAL_STEPS = np.linspace(-3, 3, 9)
 SLIDER_IMAGE, INTERPOLATION_IMAGE = 192, 160  # pixels high: the decoded item in those views
 PAGE_DECODERS = "page_decoders"  # in the checkpoints folder: the decoders written for pages
+HOVER_TILES = "hover_tiles"  # in the checkpoints folder: the sprite sheets of the maps' hover
 PCA_EXAMPLES = 8  # test items reconstructed by a linear AE and by PCA, side by side
 CODE_USERS = 8  # test items shown for a chosen code: those whose tokens use it most
 LEVEL_EXAMPLES = 6  # test items shown after each residual VQ level
@@ -77,6 +79,7 @@ class Explorer:
         self.catalog = Catalog(checkpoint_dir, data_root)
         # Served to pages as static files (app.py): nothing else of the checkpoints folder is.
         self.pages = PageDecoders(page_cache if page_cache is not None else self.catalog.root / PAGE_DECODERS)
+        self.tiles = HoverTiles(self.catalog.root / HOVER_TILES)  # served as static files too
         self.umap = UmapProjector(projection_cache if projection_cache is not None
                                   else Path(checkpoint_dir) / "projections")
         self.jobs = TrainingJobs(checkpoint_dir, data_root, memory_limit=train_memory_limit, lock_file=train_lock)
@@ -220,8 +223,24 @@ class Explorer:
             labels, classes, values = (column, names, None) if names is not None else (labels, classes, column)
         fig = figures.latent_map(points, labels, classes, title, axis_names, sel, values=values,
                                  value_name=None if values is None else colour)
+        tiles = self.hover_tiles(name)
+        # For the page's touch script (map_touch.js): which map this is (a click decodes on it), and where
+        # each point's picture lies in the sprite sheet (the app turns the file into a URL).
+        fig.update_layout(meta={"map": {"model": entry.name, "projection": method},
+                                "tiles": None if tiles is None else tiles.as_meta(str(tiles.file))})
         note += f"{len(codes):,} test {entry.kind.item}s of {entry.dataset_name}; click a point or type its index."
+        if tiles is not None:
+            note = note[:-1] + ", hover one to see it; click empty space to decode there (drag the marker)."
+        else:
+            note = note[:-1] + "; click empty space to decode there (drag the marker)."
         return MapResult(fig, note, pending)
+
+    def hover_tiles(self, name: str) -> TileSheet | None:
+        """The sprite sheet of `name`'s test items (tile i = test item i, the map's customdata i), written once
+        per dataset contents; None for data not shown as pictures."""
+        entry = self.load(name)
+        data = self._data(entry)
+        return entry.cached("hover_tiles", lambda: self.tiles.sheet(data.test_x, data.kind, f"{entry.dataset_name}-test"))
 
     def compare_point(self, left: str, right: str, index) -> tuple[Image.Image, Image.Image, Image.Image, str]:
         """A test item and both models' reconstructions of it."""
