@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .test_browser import (JS_ISOLATED_POINT, JS_PLOT_READY, SCREENSHOTS, assert_clean, expect, img_src, open_tab,  # noqa: F401
-                           screenshot, ui, wait_img, wait_quiet)
+from . import test_browser
+from .test_browser import (JS_ISOLATED_POINT, JS_PLOT_READY, SCREENSHOTS, assert_clean, expect, img_src, open_tab,
+                           screenshot, wait_img, wait_quiet)
+
+ui = test_browser.ui  # the same page fixture (one page for this module)
 
 pytestmark = pytest.mark.browser
 
