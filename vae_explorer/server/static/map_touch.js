@@ -1,6 +1,7 @@
 // The latent maps you can touch (app.py's Latent map tab), one attach() per map:
 // - hover a point: its input image shows beside the cursor, cut from the map's sprite sheet (layout.meta.tiles:
-//   tile i of the sheet is the point whose customdata is i), with no request per hover;
+//   tile i of the sheet is the point whose customdata is i), with no request per hover; the nearest point within
+//   plotly's hover distance is found here, on every mousemove, without waiting for plotly's throttled hover;
 // - click empty space: a marker is drawn there in the page (resending a 10,000-point figure to move one marker
 //   would take ~400 ms) and the map's data coordinates go to the server, which decodes them (layout.meta.map
 //   says which model and projection this map shows);
@@ -55,12 +56,47 @@
 
   function hideTip(s) { if (s.tip) s.tip.style.display = "none"; }
 
-  function showTip(s, ev) {
-    const tiles = meta(s.gd).tiles, p = ev && ev.points && ev.points[0], e = ev && ev.event;
-    if (!tiles || !p || !e || s.dragging) return;
-    let i = Array.isArray(p.customdata) ? p.customdata[0] : p.customdata;
-    i = Number(i);
-    if (!Number.isInteger(i) || i < 0 || i >= tiles.count) return;
+  // The points in the plot's pixels, bucketed on a grid of HOVER_PX cells: the nearest point to the pointer
+  // in a few dozen distance checks. Plotly's own hover is throttled to one per 50 ms and then builds its label;
+  // the picture follows the pointer at once this way (rebuilt after every zoom, pan or new figure).
+  const HOVER_PX = 20;  // plotly's hoverdistance
+  function pointGrid(gd) {
+    const fl = gd._fullLayout, xa = fl.xaxis, ya = fl.yaxis, cells = new Map();
+    for (const tr of gd._fullData) {
+      if (tr.visible !== true || tr.name === "selected" || !tr.x || !tr.customdata) continue;
+      for (let k = 0; k < tr.x.length; k++) {
+        const px = xa._offset + xa.l2p(tr.x[k]), py = ya._offset + ya.l2p(tr.y[k]);
+        if (!Number.isFinite(px) || !Number.isFinite(py)) continue;
+        const key = `${Math.floor(px / HOVER_PX)},${Math.floor(py / HOVER_PX)}`;
+        let cell = cells.get(key);
+        if (!cell) cells.set(key, cell = []);
+        cell.push(px, py, Number(tr.customdata[k]));
+      }
+    }
+    return cells;
+  }
+
+  function nearest(s, px, py) {
+    if (!s.grid) s.grid = pointGrid(s.gd);
+    const cx = Math.floor(px / HOVER_PX), cy = Math.floor(py / HOVER_PX);
+    let best = -1, bestD = HOVER_PX * HOVER_PX;
+    for (let i = cx - 1; i <= cx + 1; i++) for (let j = cy - 1; j <= cy + 1; j++) {
+      const cell = s.grid.get(`${i},${j}`);
+      if (!cell) continue;
+      for (let k = 0; k < cell.length; k += 3) {
+        const d = (cell[k] - px) ** 2 + (cell[k + 1] - py) ** 2;
+        if (d < bestD) { bestD = d; best = cell[k + 2]; }
+      }
+    }
+    return best;
+  }
+
+  function showTip(s, e) {
+    const gd = s.gd, tiles = meta(gd).tiles;
+    if (!tiles || s.dragging || !gd._fullLayout || !gd._fullLayout.xaxis) return;
+    const r = gd.getBoundingClientRect(), px = e.clientX - r.left, py = e.clientY - r.top;
+    const i = inPlotArea(gd, px, py) ? nearest(s, px, py) : -1;
+    if (!Number.isInteger(i) || i < 0 || i >= tiles.count) { hideTip(s); return; }
     const scale = Math.max(1, Math.round(TILE_PX / tiles.height)), w = tiles.width * scale, h = tiles.height * scale;
     const tip = s.tip, url = `gradio_api/file=${tiles.url}`;
     if (tip.dataset.url !== url) {
@@ -76,7 +112,6 @@
     tip.style.left = `${left < 4 ? e.clientX + 16 : left}px`;
     tip.style.top = `${top < 4 ? e.clientY + 16 : top}px`;
     tip.dataset.index = String(i);
-    tip.dataset.shownAt = String(performance.now());
     tip.style.display = "block";
   }
 
@@ -93,10 +128,11 @@
     if (tiles) new Image().src = `gradio_api/file=${tiles.url}`;  // fetched now, not at the first hover
     let onPoint = false, afterDrag = false;
     gd.on("plotly_click", () => { onPoint = true; });
-    gd.on("plotly_hover", (ev) => showTip(s, ev));
-    gd.on("plotly_unhover", () => hideTip(s));
-    gd.on("plotly_afterplot", () => place(s));
-    gd.on("plotly_relayout", () => place(s));
+    s.grid = null;
+    gd.on("plotly_afterplot", () => { s.grid = null; place(s); });
+    gd.on("plotly_relayout", () => { s.grid = null; place(s); });
+    gd.on("plotly_restyle", () => { s.grid = null; });  // a legend click hides or shows a class
+    gd.addEventListener("mousemove", (e) => showTip(s, e));
     gd.addEventListener("mouseleave", () => hideTip(s));
     gd.addEventListener("click", (e) => {
       if (!e.target.classList || !e.target.classList.contains("nsewdrag")) return;
