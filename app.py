@@ -39,6 +39,8 @@ from vae_explorer.server import MAX_SLIDERS, Explorer, ViewError, number_input  
 from vae_explorer.server.cache import CacheJanitor  # noqa: E402
 from vae_explorer.server.page_decoders import PAGE_SCRIPT  # noqa: E402
 
+MAP_SCRIPT = PAGE_SCRIPT.parent / "map_touch.js"  # the maps' hover pictures, click-to-decode and marker drag
+
 log = logging.getLogger("vae_explorer.app")
 
 # Plotly has no click event in Gradio 6: this bridge listens to plotly_click on the two
@@ -82,6 +84,11 @@ CSS = """
 .vae-view canvas { display: none; image-rendering: pixelated; max-width: 100%; height: auto; margin: 0 auto; }
 .vae-caption { font-size: 0.85em; opacity: 0.8; margin: 0.2em 0; }
 .vae-label { font-size: 0.9em; margin: 0 0 0.3em 0; display: none; }
+.vae-marker { position: absolute; display: none; box-sizing: border-box; width: 16px; height: 16px; margin: -8px 0 0 -8px; z-index: 10;
+  border: 2px solid #d62728; border-radius: 50%; background: rgba(255, 255, 255, 0.35); pointer-events: none;
+  box-shadow: 0 0 0 1px white; }
+.vae-tile { position: fixed; display: none; z-index: 1000; pointer-events: none; background-repeat: no-repeat;
+  background-color: black; image-rendering: pixelated; border: 2px solid white; box-shadow: 0 1px 6px rgba(0,0,0,.5); }
 """ + "".join(f'html[data-vae-{key}="page"] #{image} {{ display: none !important; }}\n'
               f'html[data-vae-{key}="page"] #{view} canvas, html[data-vae-{key}="page"] #{view} .vae-label '
               f'{{ display: block; }}\n'
@@ -271,9 +278,20 @@ def map_tab(page: Page) -> None:
             plot_right = gr.Plot(elem_id="map_right", show_label=False)
         note = gr.Markdown(elem_classes="caption")
         with gr.Row():
+            decoded = {}
+            for side, label in (("left", "Left map"), ("right", "Right map")):
+                with gr.Column():
+                    decoded[side] = (gr.Image(label=f"{label}: decoded at the marker", format="png",
+                                              elem_id=f"map_{side}_decoded", height=160),
+                                     table_twin(f"map_{side}_decoded_rows", f"{label}: decoded at the marker"),
+                                     gr.Markdown(elem_classes="caption", elem_id=f"map_{side}_decoded_caption"))
+        with gr.Row():
             index = CheckedNumber(value=0, precision=0, minimum=0, label="Selected test item (index)",
                                   info="Click a point on either map, or type an index and press Enter.",
                                   elem_id="map_index")
+            coordinates = gr.Textbox(label="Decode at map coordinates (x, y)", placeholder="e.g. 0.5, -1.2",
+                                     info="Click empty space on a map, or type a position and press Enter: "
+                                          "each map decodes it in its own coordinates.", elem_id="map_coordinates")
             random_btn = gr.Button("Random item", scale=0)
         with gr.Row():
             sel_input = gr.Image(label="Input", format="png", elem_id="sel_input", height=160)
@@ -294,6 +312,19 @@ def map_tab(page: Page) -> None:
         page.model_cards(page.load, left, right)
         pick_btn = gr.Button("pick", elem_id="pick_button", visible="hidden")
         umap_timer = gr.Timer(2.0, active=False)
+        # The page's touch script writes a click's (or the dragged marker's) position into a bridge's value and
+        # fires its mapclick event: the listener then reads the newest position (see map_touch.js).
+        bridges = {side: gr.HTML("", visible="hidden", elem_id=f"map_{side}_bridge", label="Map position as JSON: model, projection, x, y",
+                                 head=f'<script src="gradio_api/file={MAP_SCRIPT}"></script>',
+                                 js_on_load=f"window.vaeMapTouch.attach({json.dumps(side)}, element, props, "
+                                            "(name) => trigger('mapclick'));")
+                   for side in ("left", "right")}
+        # decode_at for API clients: a model, a projection and a map position -> the decoded item.
+        with gr.Row(visible="hidden"):
+            api_model = gr.Textbox(label="Model", elem_id="map_api_model")
+            api_x = CheckedNumber(label="x (map coordinate)", elem_id="map_api_x")
+            api_y = CheckedNumber(label="y (map coordinate)", elem_id="map_api_y")
+            api_button = gr.Button("decode at", elem_id="map_api_button")
 
     def show_maps(left, right, projection, index, colour_by="label"):
         sel = None if index is None else int(index)
@@ -312,6 +343,38 @@ def map_tab(page: Page) -> None:
 
     def random_point(left, right, projection, colour_by):
         return pick_point(left, right, random.randrange(ex.test_size(left)), projection, colour_by)
+
+    def decoded_view(name, projection, x, y):
+        item, text = ex.decode_at(name, projection, x, y)
+        return (*pair(item, ex.shown_as(name) == "table"), text)
+
+    def map_clicked(payload):
+        # The bridge's value: {"model", "projection", "x", "y"} of the map the page clicked (its layout.meta).
+        try:
+            where = json.loads(payload or "")
+        except (TypeError, ValueError):
+            where = None
+        if not isinstance(where, dict):
+            raise ViewError('a map click is a JSON object {"model", "projection", "x", "y"}, got '
+                            f"{str(payload)[:40]!r}")
+        return decoded_view(where.get("model"), where.get("projection"), where.get("x"), where.get("y"))
+
+    def decode_typed(left, right, projection, text):
+        # Both maps decode the typed position in their own coordinates; one map's refusal (a UMAP map still
+        # being computed) is its own caption, the other still decodes.
+        parts = [p for p in str(text or "").replace(";", ",").replace(" ", ",").split(",") if p]
+        try:
+            x, y = (float(p) for p in parts)
+        except ValueError:
+            raise ViewError(f"type the map position as two numbers, x, y (e.g. 0.5, -1.2); got {str(text)[:40]!r}") \
+                from None
+        out = []
+        for name in (left, right):
+            try:
+                out += decoded_view(name, projection, x, y)
+            except ViewError as e:
+                out += [gr.update(value=None), gr.update(value=None), f"**{name}**: {e}"]
+        return tuple(out)
 
     def manifolds(left, right, n):
         (a, ta), (b, tb) = ex.manifold(left, n), ex.manifold(right, n)
@@ -337,6 +400,15 @@ def map_tab(page: Page) -> None:
          js="(l, r, i, p, c) => [l, r, (window.__vaePick ?? i), p, c]", api_visibility="private")
     wire(random_btn.click, random_point, [left, right, projection, colour], point_outputs + map_outputs,
          api_visibility="private")
+    for side, bridge in bridges.items():
+        # A gr.HTML's own event is a method gr.on cannot take: user_errors as wire would wrap it.
+        bridge.mapclick(user_errors(map_clicked), bridge, list(decoded[side]), api_name=f"map_click_{side}",
+                        trigger_mode="always_last", show_progress="hidden")
+    wire(coordinates.submit, decode_typed, [left, right, projection, coordinates],
+         [*decoded["left"], *decoded["right"]], api_name="decode_coordinates",
+         js="(l, r, p, c) => { window.vaeMapTouch && window.vaeMapTouch.mark(c); return [l, r, p, c]; }")
+    wire(api_button.click, decoded_view, [api_model, projection, api_x, api_y], list(decoded["left"]),
+         api_name="decode_at")
     wire([page.load, left.change, right.change, grid_n.release], manifolds, [left, right, grid_n],
          [manifold_left, manifold_left_rows, manifold_right, manifold_right_rows, manifold_note],
          api_name="manifold")
@@ -843,9 +915,11 @@ def models_tab(page: Page) -> None:
 
 
 def build_app(explorer: Explorer) -> gr.Blocks:
-    # The page's decoder script and the decoders written for pages; nothing else of the checkpoints folder.
+    # The page's scripts, the decoders and the hover sprite sheets written for pages; nothing else of the
+    # checkpoints folder.
     explorer.pages.folder.mkdir(parents=True, exist_ok=True)
-    gr.set_static_paths([PAGE_SCRIPT, explorer.pages.folder])
+    explorer.tiles.folder.mkdir(parents=True, exist_ok=True)
+    gr.set_static_paths([PAGE_SCRIPT, MAP_SCRIPT, explorer.pages.folder, explorer.tiles.folder])
     with ExplorerBlocks(title="vae-explorer", analytics_enabled=False, delete_cache=None) as demo:
         gr.Markdown(INTRO)
         page = Page(explorer, demo.load, explorer.checkpoint_names(), [])

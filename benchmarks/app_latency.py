@@ -218,14 +218,15 @@ def stats_ms(seconds: list[float]) -> dict:
 
 def train_args(model: str, dataset: str, epochs: int, name: str, latent_dim: int = 2) -> list:
     """The Train tab's inputs: [model, dataset, latent_dim, beta, likelihood, noise_std, epochs, lr, batch_size,
-    device, name, more settings]. beta and noise_std are the preset's where the model has them and None where
+    device, name, more settings, table file, label column, ignored columns]. beta and noise_std are the preset's where the model has them and None where
     not (the page hides them; a value there is refused), as the page sends them."""
     from vae_explorer.models import MODELS
 
     preset, has = MODELS[model].preset, MODELS[model].settings()
     beta = preset.beta if "beta" in has else None
     noise_std = preset.noise_std if "noise_std" in has else None
-    return [model, dataset, latent_dim, beta, "bernoulli", noise_std, epochs, 1e-3, 128, "cpu", name, ""]
+    # then the csv dataset's table, label column and ignored columns: none for a built-in dataset
+    return [model, dataset, latent_dim, beta, "bernoulli", noise_std, epochs, 1e-3, 128, "cpu", name, "", None, "", ""]
 
 
 def train_state(client: Client) -> str:

@@ -28,7 +28,7 @@ from ..data import DATASETS
 from ..anomaly import THRESHOLD_RULES, choose_threshold, curves, detection_report
 from ..data.dataset import UploadError
 from ..disentanglement import COLLAPSED_STD, EXPLAINS_NOTHING, scorecard
-from ..latent import (ACTIVE_VARIANCE, PCABaseline, code_moments, decoder_inputs, interpolate, latent_plane,
+from ..latent import (ACTIVE_VARIANCE, PROJECTIONS, PCABaseline, code_moments, decoder_inputs, interpolate, latent_plane,
                       latent_usage, pca_2d, prior_gap, raw_2d, reconstruction_errors, resolve_projection, slider_axes,
                       traversals)
 from ..subspaces import compare_with_pca
@@ -37,6 +37,7 @@ from ..runs import DataSpec, RunError, RunSpec, parse_settings, split_settings
 from ..training import TrainConfig
 from .catalog import Catalog, CatalogError, LoadedCheckpoint
 from .jobs import TABLES_FOLDER, JobError, TrainingJobs
+from .hover_tiles import HoverTiles, TileSheet
 from .page_decoders import PageDecoders, PageExport
 from .umap_worker import UmapProjector
 
@@ -48,6 +49,7 @@ MAX_TRAVERSALS = 16  # rows of latent traversals: the most used dimensions first
 TRAVERSAL_STEPS = np.linspace(-3, 3, 9)
 SLIDER_IMAGE, INTERPOLATION_IMAGE = 192, 160  # pixels high: the decoded item in those views
 PAGE_DECODERS = "page_decoders"  # in the checkpoints folder: the decoders written for pages
+HOVER_TILES = "hover_tiles"  # in the checkpoints folder: the sprite sheets of the maps' hover
 PCA_EXAMPLES = 8  # test items reconstructed by a linear AE and by PCA, side by side
 CODE_USERS = 8  # test items shown for a chosen code: those whose tokens use it most
 LEVEL_EXAMPLES = 6  # test items shown after each residual VQ level
@@ -77,6 +79,7 @@ class Explorer:
         self.catalog = Catalog(checkpoint_dir, data_root)
         # Served to pages as static files (app.py): nothing else of the checkpoints folder is.
         self.pages = PageDecoders(page_cache if page_cache is not None else self.catalog.root / PAGE_DECODERS)
+        self.tiles = HoverTiles(self.catalog.root / HOVER_TILES)  # served as static files too
         self.umap = UmapProjector(projection_cache if projection_cache is not None
                                   else Path(checkpoint_dir) / "projections")
         self.jobs = TrainingJobs(checkpoint_dir, data_root, memory_limit=train_memory_limit, lock_file=train_lock)
@@ -220,8 +223,24 @@ class Explorer:
             labels, classes, values = (column, names, None) if names is not None else (labels, classes, column)
         fig = figures.latent_map(points, labels, classes, title, axis_names, sel, values=values,
                                  value_name=None if values is None else colour)
+        tiles = self.hover_tiles(name)
+        # For the page's touch script (map_touch.js): which map this is (a click decodes on it), and where
+        # each point's picture lies in the sprite sheet (the app turns the file into a URL).
+        fig.update_layout(meta={"map": {"model": entry.name, "projection": method},
+                                "tiles": None if tiles is None else tiles.as_meta(str(tiles.file))})
         note += f"{len(codes):,} test {entry.kind.item}s of {entry.dataset_name}; click a point or type its index."
+        if tiles is not None:
+            note = note[:-1] + ", hover one to see it; click empty space to decode there (drag the marker)."
+        else:
+            note = note[:-1] + "; click empty space to decode there (drag the marker)."
         return MapResult(fig, note, pending)
+
+    def hover_tiles(self, name: str) -> TileSheet | None:
+        """The sprite sheet of `name`'s test items (tile i = test item i, the map's customdata i), written once
+        per dataset contents; None for data not shown as pictures."""
+        entry = self.load(name)
+        data = self._data(entry)
+        return entry.cached("hover_tiles", lambda: self.tiles.sheet(data.test_x, data.kind, f"{entry.dataset_name}-test"))
 
     def compare_point(self, left: str, right: str, index) -> tuple[Image.Image, Image.Image, Image.Image, str]:
         """A test item and both models' reconstructions of it."""
@@ -257,6 +276,59 @@ class Explorer:
             what = ("the plane of the top two principal directions of the test codes through their mean, "
                     "±2.5 standard deviations (PC 1 left to right, PC 2 bottom to top)")
         return grid, f"**{name}** decodes {n}×{n} points of {what}."
+
+    def map_point_code(self, name: str, projection, x, y) -> tuple[np.ndarray, str, str]:
+        """The code at map position (x, y) of `name`'s map in `projection`: ((D,) code, the projection used,
+        how it was found). Exact on the raw plane of a 2-D code; on the PCA plane the point on the plane of
+        the top two principal directions through the codes' mean (the other coordinates at the mean: PCA's
+        inverse_transform); on a UMAP map umap-learn's inverse_transform, flagged outside the codes' hull."""
+        entry = self.load(name)
+        x, y = (v.item() if isinstance(v, np.generic) else v for v in (x, y))  # numpy scalars from callers
+        x, y = number_input(x, "the map's x coordinate"), number_input(y, "the map's y coordinate")
+        if projection not in PROJECTIONS:
+            raise ViewError(f"the projection must be one of {', '.join(PROJECTIONS)}, got {_shown(projection)}")
+        d = entry.model.latent_dim
+        method = resolve_projection(projection, d)
+        if method == "raw":  # ('raw' for wider codes resolves to PCA, as their map shows)
+            if d == 1:
+                return np.array([x], np.float32), method, ("exact: the map's x is the 1-D code (y is not part "
+                                                           "of the code)")
+            return np.array([x, y], np.float32), method, "exact: the map's plane is the code itself"
+        if method == "pca":
+            axes = entry.axes
+            z = axes.mean + x * axes.directions[0] + (y * axes.directions[1] if d > 1 else 0)
+            how = ("exact: the PCA plane of 2-D codes is a rotation of the code" if d <= 2 else
+                   f"back-projected through the top two principal axes, the other {d - 2} coordinates at the "
+                   "mean of the test codes")
+            return z.astype(np.float32), method, how
+        embedding = self.umap.get(entry.key, entry.codes)
+        if embedding is None:
+            raise ViewError(f"{name}'s UMAP map is still being computed (its map shows PCA meanwhile): decode on "
+                            "the PCA map, or wait for the UMAP map")
+        try:
+            z = self.umap.inverse(entry.key, entry.codes, embedding, [[x, y]])[0]
+        except Exception as e:  # the worker failed: the page says so and the server keeps serving
+            raise ViewError(f"UMAP's inverse_transform failed ({type(e).__name__}: {e})") from None
+        hull = entry.cached("umap_hull", lambda: _delaunay(embedding))
+        inside = bool(hull.find_simplex(np.array([[x, y]])) >= 0)
+        how = ("by umap-learn's inverse_transform (an approximation: interpolated from nearby test codes)" if inside
+               else "by umap-learn's inverse_transform, **unreliable here: outside the convex hull of the test "
+                    "codes' map**, where inverse_transform can only extrapolate")
+        return z.astype(np.float32), method, how
+
+    def decode_at(self, name: str, projection, x, y):
+        """Decode the point (x, y) of `name`'s latent map in `projection` (map_point_code): (the decoded item:
+        an image, or a one-row table for table models; a caption saying how the code was found)."""
+        entry = self.load(name)
+        z, method, how = self.map_point_code(name, projection, x, y)
+        decoded = entry.decode(z[None])
+        kind = entry.kind
+        shown = (f"z = ({', '.join(f'{v:.3f}' for v in z)})" if len(z) <= 8 else
+                 f"a {len(z)}-D code")
+        caption = f"**{name}** decoded at ({float(x):.3f}, {float(y):.3f}) of its {method.upper()} map: {shown}, {how}."
+        if kind.shown_as == "table":
+            return kind.grid(decoded, labels=["decoded"]), caption
+        return kind.show(decoded[0], target=SLIDER_IMAGE), caption
 
     # ---- 2. reconstruct ----------------------------------------------------------------
 
@@ -1015,6 +1087,13 @@ def _shown(value) -> str:
     except (TypeError, ValueError):
         text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _delaunay(points: np.ndarray):
+    """Delaunay triangles of (N, 2) map points: find_simplex < 0 is outside their convex hull."""
+    from scipy.spatial import Delaunay
+
+    return Delaunay(np.asarray(points, np.float64))
 
 
 def _number(value, what: str) -> float:

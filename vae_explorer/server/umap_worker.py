@@ -24,15 +24,28 @@ UMAP_SETTINGS = {"n_components": 2, "n_neighbors": 15, "min_dist": 0.1, "n_epoch
 UMAP_TAG = "umap-" + hashlib.sha256(json.dumps(UMAP_SETTINGS, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def umap_fit(codes: np.ndarray, seed: int = 0) -> np.ndarray:
-    """(N, D) -> (N, 2) UMAP embedding (runs in the worker process)."""
+def umap_reducer(codes: np.ndarray, seed: int = 0):
+    """A umap.UMAP fitted to (N, D) codes (runs in the worker process); its `embedding_` is the map."""
     import umap  # imported here: 3-30 s, and only the worker pays it
 
     settings = {**UMAP_SETTINGS, "n_neighbors": int(min(UMAP_SETTINGS["n_neighbors"], max(2, len(codes) - 1)))}
     if len(codes) <= settings["n_components"] + 1:
         settings["init"] = "random"  # PCA needs more points than dimensions
     reducer = umap.UMAP(random_state=seed, **settings)
-    return reducer.fit_transform(np.asarray(codes, np.float32)).astype(np.float32)
+    reducer.fit(np.asarray(codes, np.float32))
+    return reducer
+
+
+def umap_fit(codes: np.ndarray, seed: int = 0) -> np.ndarray:
+    """(N, D) -> (N, 2) UMAP embedding (runs in the worker process)."""
+    return umap_reducer(codes, seed).embedding_.astype(np.float32)
+
+
+def umap_inverse(reducer, embedding: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(M, 2) map points -> (M, D) codes by umap-learn's `inverse_transform`, taken against `embedding`, the
+    map the page shows (a cached map from another process may differ from this fit in the last digits)."""
+    reducer.embedding_ = np.asarray(embedding, np.float32)
+    return np.asarray(reducer.inverse_transform(np.asarray(points, np.float32)), np.float32)
 
 
 class _Worker:
@@ -53,18 +66,26 @@ class _Worker:
     def alive(self) -> bool:
         return self._proc.poll() is None
 
-    def submit(self, codes: np.ndarray | None) -> Future:
-        """Fit UMAP to `codes` (None: a small warm-up fit); the future's result is the (N, 2) embedding."""
+    def submit(self, codes: np.ndarray | None, inverse: tuple[str, np.ndarray, np.ndarray] | None = None) -> Future:
+        """Fit UMAP to `codes` (None: a small warm-up fit); the future's result is the (N, 2) embedding.
+        inverse: (the codes' key, the shown (N, 2) map, (M, 2) points): the result is instead the points'
+        (M, D) codes by umap-learn's inverse_transform (the worker keeps the last fits for this)."""
         future: Future = Future()
         with self._lock:
             job, self._next = self._next, self._next + 1
             src, dst = Path(self._tmp.name) / f"{job}.in.npy", Path(self._tmp.name) / f"{job}.out.npy"
             if codes is not None:
                 np.save(src, np.asarray(codes, np.float32))
+            request = {"id": job, "in": str(src) if codes is not None else None, "out": str(dst)}
+            if inverse is not None:
+                key, embedding, points = inverse
+                request["key"] = key
+                for what, array in (("embedding", embedding), ("points", points)):
+                    request[what] = str(Path(self._tmp.name) / f"{job}.{what}.npy")
+                    np.save(request[what], np.asarray(array, np.float32))
             self._futures[job] = future
             try:
-                self._proc.stdin.write(json.dumps({"id": job, "in": str(src) if codes is not None else None,
-                                                   "out": str(dst)}) + "\n")
+                self._proc.stdin.write(json.dumps(request) + "\n")
                 self._proc.stdin.flush()
             except (BrokenPipeError, OSError):
                 self._futures.pop(job, None)
@@ -111,10 +132,10 @@ class UmapProjector:
         self._errors: dict[str, str] = {}
         self._memory: dict[str, np.ndarray] = {}
 
-    def _submit(self, codes: np.ndarray | None) -> Future:
+    def _submit(self, codes: np.ndarray | None, inverse=None) -> Future:
         if self._worker is None or not self._worker.alive():
             self._worker = _Worker()
-        return self._worker.submit(codes)
+        return self._worker.submit(codes, inverse)
 
     def warm_up(self) -> Future:
         """Start the worker and compile UMAP's numba code now (about a minute of CPU on a small
@@ -161,6 +182,15 @@ class UmapProjector:
                     pass  # read-only checkpoints folder: keep it in memory only
             return emb
 
+    def inverse(self, key: str, codes: np.ndarray, embedding: np.ndarray, points: np.ndarray,
+                timeout: float = 300.0) -> np.ndarray:
+        """(M, 2) points of the map `embedding` of `codes` -> (M, D) codes, by umap-learn's inverse_transform in
+        the worker (blocking: seconds; the worker's first inverse compiles for longer). The worker refits UMAP
+        the first time a set of codes is inverted (the same seed and settings as the map) and keeps it."""
+        with self._lock:
+            job = self._submit(codes, (key, embedding, points))
+        return job.result(timeout=timeout)
+
     def error(self, key: str) -> str | None:
         return self._errors.get(key)
 
@@ -184,12 +214,26 @@ def save_map(path: Path, emb: np.ndarray) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+KEPT_REDUCERS = 4  # fitted UMAPs the worker keeps for inverse_transform (the maps on screen)
+
+
 def _serve() -> None:
     """The worker's loop: one JSON request per stdin line, one JSON reply per stdout line."""
+    reducers: dict[str, object] = {}  # codes' key -> fitted UMAP, oldest first
     for line in sys.stdin:
         request = json.loads(line)
         try:
-            if request["in"] is None:  # warm-up: small sets, then one past 4096 points, where UMAP
+            if request.get("points"):
+                key = request["key"]
+                reducer = reducers.pop(key, None)
+                if reducer is None:
+                    reducer = umap_reducer(np.load(request["in"], allow_pickle=False))
+                reducers[key] = reducer
+                while len(reducers) > KEPT_REDUCERS:
+                    reducers.pop(next(iter(reducers)))
+                emb = umap_inverse(reducer, np.load(request["embedding"], allow_pickle=False),
+                                   np.load(request["points"], allow_pickle=False))
+            elif request["in"] is None:  # warm-up: small sets, then one past 4096 points, where UMAP
                 rng = np.random.default_rng(0)  # switches to its approximate neighbour search
                 for n in (300, 5000):
                     emb = umap_fit(rng.normal(size=(n, 8)).astype(np.float32))

@@ -1,0 +1,196 @@
+"""The touchable latent map in a real, offline Chromium: hover a point to see its image, click empty space
+to decode there, drag the marker, type coordinates. Shares test_browser's page fixture and helpers; each
+test opens the Latent map tab and waits for the state it needs.
+
+    python -m pytest tests/test_browser_map.py -q       # screenshots land in artifacts/screenshots/
+"""
+from __future__ import annotations
+
+import io
+import re
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from . import test_browser
+from .test_browser import (JS_ISOLATED_POINT, JS_PLOT_READY, SCREENSHOTS, assert_clean, expect, img_src, open_tab,
+                           screenshot, wait_img, wait_quiet)
+
+ui = test_browser.ui  # the same page fixture (one page for this module)
+
+pytestmark = pytest.mark.browser
+
+# The emptiest place of a map's plot area (farthest from every point, away from the edges), in viewport pixels.
+JS_EMPTY_SPOT = """id => {
+    const gd = document.querySelector(`#${id} .js-plotly-plot`), fl = gd._fullLayout;
+    const xa = fl.xaxis, ya = fl.yaxis, box = gd.getBoundingClientRect(), pts = [];
+    gd._fullData.forEach(tr => { for (let k = 0; k < tr.x.length; k++)
+        pts.push([xa._offset + xa.l2p(tr.x[k]), ya._offset + ya.l2p(tr.y[k])]); });
+    let best = null, bestGap = -1;
+    for (let px = xa._offset + 30; px < xa._offset + xa._length - 30; px += 6)
+        for (let py = ya._offset + 30; py < ya._offset + ya._length - 30; py += 6) {
+            let gap = Infinity;
+            for (const [qx, qy] of pts) gap = Math.min(gap, Math.hypot(px - qx, py - qy));
+            if (gap > bestGap) { bestGap = gap; best = [px, py]; }
+        }
+    return {x: box.left + best[0], y: box.top + best[1], gap: bestGap,
+            data: [xa.p2d(best[0] - xa._offset), ya.p2d(best[1] - ya._offset)],
+            range: [xa.range.slice(), ya.range.slice()]}; }"""
+
+JS_MARKER = """id => { const m = document.querySelector(`#${id}_marker`);
+    if (!m || m.style.display !== 'block') return null;
+    const r = m.getBoundingClientRect();
+    return {x: Number(m.dataset.x), y: Number(m.dataset.y), cx: r.left + r.width / 2, cy: r.top + r.height / 2}; }"""
+
+JS_RANGES = """id => { const fl = document.querySelector(`#${id} .js-plotly-plot`)._fullLayout;
+    return [fl.xaxis.range.slice(), fl.yaxis.range.slice()]; }"""
+
+
+def fetched(page, elem_id: str) -> np.ndarray:
+    """The image #elem_id shows, fetched from the server as the page did."""
+    with urllib.request.urlopen(img_src(page, elem_id), timeout=10) as r:
+        return np.asarray(Image.open(io.BytesIO(r.read())).convert("L"), np.float32)
+
+
+def caption_position(page, side: str) -> tuple[float, float]:
+    text = page.locator(f"#map_{side}_decoded_caption").inner_text()
+    match = re.search(r"decoded at \((-?[\d.]+), (-?[\d.]+)\)", text)
+    assert match, text
+    return float(match.group(1)), float(match.group(2))
+
+
+def ready_map(ui, side: str = "left") -> None:
+    open_tab(ui.page, "Latent map")
+    ui.page.wait_for_function(JS_PLOT_READY, arg=f"map_{side}")
+    wait_quiet(ui)
+    ui.page.locator(f"#map_{side}").scroll_into_view_if_needed()
+
+
+def test_hovering_a_point_shows_its_image(ui):
+    page = ui.page
+    ready_map(ui)
+    model = page.evaluate("() => document.querySelector('#map_left .js-plotly-plot')._fullLayout.meta.map.model")
+    entry = ui.explorer.load(model)
+    for avoid in (-1, 0):  # two different points: the tile follows the pointer
+        target = page.evaluate(JS_ISOLATED_POINT, ["map_left", avoid])
+        page.mouse.move(target["x"] + 30, target["y"] + 30)
+        page.mouse.move(target["x"], target["y"])
+        tile = page.locator("#map_left_tile")
+        expect(tile).to_be_visible()
+        expect(tile).to_have_attribute("data-index", str(target["index"]))
+        page.wait_for_function("""() => { const t = document.querySelector('#map_left_tile');
+            const u = t.dataset.url; const img = new Image(); img.src = u; return img.complete && img.naturalWidth > 0; }""")
+        shot = np.asarray(Image.open(io.BytesIO(tile.screenshot())).convert("L"), np.float32)
+        inner = shot[2:-2, 2:-2]  # inside the 2 px frame
+        h, w = entry.input_shape[-2:]
+        scale = inner.shape[0] // h
+        assert inner.shape == (h * scale, w * scale), inner.shape
+        shown = inner[scale // 2::scale, scale // 2::scale]  # one sample from the middle of each image pixel
+        item = entry.data.test_x[target["index"], 0].numpy().astype(np.float32)
+        np.testing.assert_allclose(shown, item, atol=2)
+    # The viewport as it is (a full-page screenshot resizes the page, and plotly's relayout ends the hover).
+    page.screenshot(path=str(SCREENSHOTS / "latent_map_hover.png"))
+    page.mouse.move(5, 5)
+    expect(page.locator("#map_left_tile")).to_be_hidden()
+    assert_clean(ui)
+
+
+JS_CAPTION_AT = """([side, x, y]) => { const m = document.querySelector(`#map_${side}_decoded_caption`).innerText
+        .match(/decoded at \\((-?[\\d.]+), (-?[\\d.]+)\\)/);
+    return !!m && Math.abs(Number(m[1]) - x) < 1e-3 && Math.abs(Number(m[2]) - y) < 1e-3; }"""
+
+
+def click_empty(ui, side: str = "left") -> dict:
+    """Click the emptiest spot of a map and wait until its decode at the marker is shown. (A marker already
+    there, from an earlier test, turns the press into a drag without movement: the same decode, also fine.)"""
+    page = ui.page
+    spot = page.evaluate(JS_EMPTY_SPOT, f"map_{side}")
+    assert spot["gap"] > 15, spot  # nothing to pick within plotly's 20 px... or the click picks a point
+    page.mouse.move(spot["x"], spot["y"])
+    page.mouse.click(spot["x"], spot["y"])
+    page.wait_for_function(f"id => ({JS_MARKER})(id) !== null", arg=f"map_{side}")
+    marker = page.evaluate(JS_MARKER, f"map_{side}")
+    page.wait_for_function(JS_CAPTION_AT, arg=[side, marker["x"], marker["y"]])
+    wait_quiet(ui)
+    wait_img(page, f"map_{side}_decoded")
+    return spot
+
+
+def test_a_click_on_empty_space_decodes_there(ui):
+    page = ui.page
+    ready_map(ui)
+    index_before = page.locator("#map_index input").input_value()
+    spot = click_empty(ui)
+    marker = page.evaluate(JS_MARKER, "map_left")
+    # The marker is where the click was, in pixels and in the axes' coordinates.
+    assert abs(marker["cx"] - spot["x"]) <= 2 and abs(marker["cy"] - spot["y"]) <= 2, (marker, spot)
+    assert np.allclose([marker["x"], marker["y"]], spot["data"], atol=0.02)
+    expect(page.locator("#map_left_decoded_caption")).to_contain_text("decoded at")
+    x, y = caption_position(page, "left")
+    assert abs(x - marker["x"]) < 1e-3 and abs(y - marker["y"]) < 1e-3
+    # What the page shows is the server's decode of that position (the explorer as a function).
+    meta = page.evaluate("() => document.querySelector('#map_left .js-plotly-plot')._fullLayout.meta.map")
+    expected, _ = ui.explorer.decode_at(meta["model"], meta["projection"], marker["x"], marker["y"])
+    np.testing.assert_allclose(fetched(page, "map_left_decoded"), np.asarray(expected.convert("L"), np.float32),
+                               atol=1)
+    assert page.locator("#map_index input").input_value() == index_before  # empty space selects no point
+    assert page.evaluate(JS_RANGES, "map_left") == spot["range"]  # and does not zoom
+    screenshot(page, "latent_map_decode_click")
+    assert_clean(ui)
+
+
+def test_dragging_the_marker_decodes_its_latest_position(ui):
+    page = ui.page
+    ready_map(ui)
+    click_empty(ui)
+    wait_quiet(ui)
+    marker = page.evaluate(JS_MARKER, "map_left")
+    ranges = page.evaluate(JS_RANGES, "map_left")
+    before = img_src(page, "map_left_decoded")
+    # Towards the middle of the plot, 40 moves of the mouse (the marker stays on the map).
+    centre = page.evaluate("""() => { const gd = document.querySelector('#map_left .js-plotly-plot');
+        const fl = gd._fullLayout, r = gd.getBoundingClientRect();
+        return [r.left + fl.xaxis._offset + fl.xaxis._length / 2, r.top + fl.yaxis._offset + fl.yaxis._length / 2]; }""")
+    steps = 40
+    dx, dy = (centre[0] - marker["cx"]) / steps, (centre[1] - marker["cy"]) / steps
+    page.mouse.move(marker["cx"], marker["cy"])
+    page.mouse.down()
+    for k in range(1, steps + 1):
+        page.mouse.move(marker["cx"] + dx * k, marker["cy"] + dy * k)
+    page.mouse.up()
+    end = page.evaluate(JS_MARKER, "map_left")
+    assert end and abs(end["cx"] - centre[0]) <= 2 and abs(end["cy"] - centre[1]) <= 2, (end, centre)
+    # The caption and the image end at the marker's last position, whatever the calls in between did.
+    page.wait_for_function(JS_CAPTION_AT, arg=["left", end["x"], end["y"]])
+    wait_quiet(ui)
+    wait_img(page, "map_left_decoded", other_than=before)
+    meta = page.evaluate("() => document.querySelector('#map_left .js-plotly-plot')._fullLayout.meta.map")
+    expected, _ = ui.explorer.decode_at(meta["model"], meta["projection"], end["x"], end["y"])
+    np.testing.assert_allclose(fetched(page, "map_left_decoded"), np.asarray(expected.convert("L"), np.float32),
+                               atol=1)
+    assert page.evaluate(JS_RANGES, "map_left") == ranges  # a drag of the marker is not a zoom box
+    screenshot(page, "latent_map_marker_dragged")
+    assert_clean(ui)
+
+
+def test_typed_coordinates_decode_on_both_maps(ui):
+    page = ui.page
+    ready_map(ui)
+    box = page.locator("#map_coordinates textarea")
+    wanted = (0.25, -0.5) if box.input_value() != "0.25, -0.5" else (0.5, 0.25)
+    box.fill(f"{wanted[0]}, {wanted[1]}")
+    box.press("Enter")
+    for side in ("left", "right"):
+        expect(page.locator(f"#map_{side}_decoded_caption")).to_contain_text(
+            f"decoded at ({wanted[0]:.3f}, {wanted[1]:.3f})")
+        page.wait_for_function(f"([id, x, y]) => {{ const m = ({JS_MARKER})(id); return m && m.x === x && m.y === y; }}",
+                               arg=[f"map_{side}", *wanted])
+    box.fill("one, two")
+    box.press("Enter")
+    expect(page.locator(".toast-body.error")).to_contain_text("two numbers")
+    page.locator(".toast-body.error").first.locator("xpath=..").locator("button").first.click()
+    expect(page.locator(".toast-body.error")).to_have_count(0)
+    box.fill("")
+    assert_clean(ui)
