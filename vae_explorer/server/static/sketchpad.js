@@ -11,8 +11,8 @@
   const SIDES = ["left", "right"];
   const NS = "http://www.w3.org/2000/svg";
   const MARKS = {  // what each kind of mark looks like on the maps
-    drawing: {label: "your drawing", colour: "#111111", dash: "", symbol: "star"},
-    upload: {label: "your upload", colour: "#7b3294", dash: "5 3", symbol: "diamond"},
+    drawing: {label: "your drawing", colour: "#111111", dash: "", symbol: "star", labelDy: -10},
+    upload: {label: "your upload", colour: "#7b3294", dash: "5 3", symbol: "diamond", labelDy: 20},  // below: both fit
   };
   const marks = {left: {}, right: {}};  // side -> kind -> {x, y, ellipse, model}
   const pads = [];
@@ -72,7 +72,7 @@
       }
       el("path", {class: "vae-point", d: symbolPath(look.symbol, x, y), fill: look.colour, stroke: "white",
                   "stroke-width": 1.5}, g);
-      const label = el("text", {x: x + 12, y: y - 10, "font-size": 13, "font-weight": 600, fill: look.colour,
+      const label = el("text", {x: x + 12, y: y + look.labelDy, "font-size": 13, "font-weight": 600, fill: look.colour,
                                 stroke: "white", "stroke-width": 3, "paint-order": "stroke"}, g);
       label.textContent = look.label;
     }
