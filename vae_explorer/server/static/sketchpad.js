@@ -16,7 +16,9 @@
   };
   const marks = {left: {}, right: {}};  // side -> kind -> {x, y, ellipse, model}
   const pads = [];
-  const state = {encodes: 0, lastMs: null, msHistory: []};  // read by the browser tests and the benchmark
+  // Read by the browser tests and benchmarks/draw_encode.py: answers shown, each request's round trip, and
+  // each stroke's end -> both maps updated with a drawing that includes the whole stroke.
+  const state = {encodes: 0, lastMs: null, msHistory: [], strokeMs: []};
 
   // ---- the overlay on the maps ------------------------------------------------------------------------
 
@@ -103,7 +105,8 @@
   function attach(element, props, server, watch) {
     const canvas = element.querySelector("canvas.vae-pad");
     const pad = {element, props, server, canvas, ctx: canvas.getContext("2d"), spec: null, ink: 0, sent: -1,
-                 busy: false, again: false, drawing: false, lastSend: 0, pictureId: null, pen: 24};
+                 busy: false, again: false, drawing: false, lastSend: 0, pictureId: null, pen: 24,
+                 shown: -1};
     pads.push(pad);
     clear(pad);
     const at = (e) => [e.offsetX * canvas.width / canvas.clientWidth, e.offsetY * canvas.height / canvas.clientHeight];
@@ -127,7 +130,16 @@
       // While drawing: whenever no request is out, at most every 100 ms; the stroke's end always sends.
       if (!pad.busy && performance.now() - pad.lastSend > 100) send(pad);
     });
-    const end = () => { if (pad.drawing) { pad.drawing = false; send(pad); } };
+    const end = () => {
+      if (!pad.drawing) return;
+      pad.drawing = false;
+      if (pad.shown >= pad.ink) {  // the answer to a send while drawing already covered the whole stroke
+        state.strokeMs.push(0);
+        return;
+      }
+      pad.strokeEnd = {at: performance.now(), ink: pad.ink};  // timed until an answer covering it is shown
+      send(pad);  // (if a request is out that already covers the stroke, its answer is the one timed)
+    };
     canvas.addEventListener("pointerup", end);
     canvas.addEventListener("pointercancel", end);
     element.querySelector(".vae-clear").addEventListener("click", () => clear(pad));
@@ -144,7 +156,7 @@
     ctx.lineCap = ctx.lineJoin = "round";
     ctx.lineWidth = pad.pen;
     pad.ink = 0;
-    pad.sent = -1;
+    pad.sent = pad.shown = -1;
     SIDES.forEach((side) => setMark(side, "drawing", null));
     pad.element.querySelectorAll(".vae-result img").forEach((img) => { img.removeAttribute("src"); });
     pad.element.querySelectorAll(".vae-result .vae-where, .vae-result .vae-samples-caption")
@@ -185,7 +197,7 @@
       img.onload = () => {
         pad.ctx.drawImage(img, 0, 0, pad.canvas.width, pad.canvas.height);
         pad.ink++;
-        if (spec.result) { pad.sent = pad.ink; show(pad, spec.result, null, "from the uploaded file"); } else send(pad);
+        if (spec.result) { pad.sent = pad.shown = pad.ink; show(pad, spec.result, null, "from the uploaded file"); } else send(pad);
       };
       img.src = spec.picture;
       return;
@@ -205,10 +217,18 @@
     pad.lastSend = performance.now();
     const t0 = performance.now();
     const {models, projection} = pad.spec;
+    const ink = pad.ink;
     try {
       const answer = await pad.server.draw_encode({left: models[0], right: models[1], projection,
                                                    drawing: pad.canvas.toDataURL("image/png")});
-      if (pad.ink > 0) show(pad, answer, performance.now() - t0);  // not when cleared meanwhile
+      if (pad.ink > 0) {  // not when cleared meanwhile
+        show(pad, answer, performance.now() - t0);
+        pad.shown = ink;
+        if (pad.strokeEnd && ink >= pad.strokeEnd.ink) {
+          state.strokeMs.push(performance.now() - pad.strokeEnd.at);
+          pad.strokeEnd = null;
+        }
+      }
     } catch (e) {
       status(pad, `The server could not encode the drawing: ${e.message || e}`);
     } finally {
