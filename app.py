@@ -472,12 +472,16 @@ def draw_section(page: Page, left, right, projection) -> None:
                     "samples from it. An image uploaded in Reconstruct, Denoise or Interpolate is marked ◆ "
                     "(your upload).", elem_classes="caption")
         sketch = gr.HTML("", html_template=SKETCH_HTML, css_template=SKETCH_CSS, elem_id="draw_pad",
-                         head=f'<script src="gradio_api/file={SKETCH_SCRIPT}"></script>',
+                         head=f'<script src="gradio_api/file={SKETCH_SCRIPT}"></script>'
+                              '<style>#draw_refresh { display: none; }</style>',
                          js_on_load="window.vaeSketch.attach(element, props, server, watch);",
                          server_functions=[draw_encode, draw_resample])
         picture = gr.File(label="…or upload an image instead of drawing (it is put on the sketchpad)",
                           file_types=["image"], type="filepath", elem_id="draw_upload")
         last_upload = gr.State(None)  # the last image uploaded in another tab: marked on the maps
+        # Clicked by the page when a map changed projection under its marks (a UMAP replacing the PCA shown while
+        # it was computed): the upload is placed again for the map now shown.
+        refresh = gr.Button("place again", elem_id="draw_refresh", visible="hidden")
 
     def spec(left_name, right_name, projection_name, upload=None, shown_picture=None):
         names = [left_name, right_name]
@@ -515,8 +519,8 @@ def draw_section(page: Page, left, right, projection) -> None:
             return gr.skip(), gr.skip()
         return upload, spec(left_name, right_name, projection_name, upload)
 
-    wire([page.load, left.change, right.change, projection.change], spec, [left, right, projection, last_upload],
-         sketch, api_visibility="private", show_progress="hidden")
+    wire([page.load, left.change, right.change, projection.change, refresh.click], spec,
+         [left, right, projection, last_upload], sketch, api_visibility="private", show_progress="hidden")
     wire(picture.upload, spec, [left, right, projection, last_upload, picture], sketch, api_visibility="private",
          show_progress="hidden")
 

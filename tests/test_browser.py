@@ -886,6 +886,20 @@ def test_a_drawn_stroke_moves_the_point_on_both_maps(ui):
     assert one["pictures"] != seven["pictures"]  # the drawing and its reconstructions updated
     expect(page.locator("#draw_pad .vae-status")).to_contain_text("placed on both maps")
 
+    # Another projection: the same drawing is read again and marked on the new maps (a UMAP map has no exact
+    # place for a new code: the mark sits on its nearest test point, without an ellipse).
+    page.get_by_role("radio", name="umap").check()
+    page.wait_for_function(f"""() => {{ const m = ({JS_MARKS})('drawing');
+        return m.every(v => v) && [0, 1].every(i => {{
+            const gd = document.querySelector(`#map_${{['left', 'right'][i]}} .js-plotly-plot`);
+            return gd._fullLayout.title.text.endsWith('UMAP') && !m[i].ellipse; }}); }}""", timeout=90_000)
+    umap_marks = page.evaluate(JS_MARKS, "drawing")
+    for name, mark in zip(("digits_ae", "digits_vae"), umap_marks):
+        want = ui.explorer.encode_drawing([name], "umap", drawing=seven["canvas"])[0]
+        assert want["method"] == "umap" and abs(mark["x"] - want["x"]) < 1e-4 and abs(mark["y"] - want["y"]) < 1e-4
+    page.get_by_role("radio", name="auto").check()
+    page.wait_for_function(f"() => ({JS_MARKS})('drawing')[1] && ({JS_MARKS})('drawing')[1].ellipse")
+
     page.locator("#draw_pad .vae-resample").click()
     expect(page.locator("#draw_pad .vae-result[data-side=left] .vae-samples-caption")).to_contain_text("no posterior")
     expect(page.locator("#draw_pad .vae-result[data-side=right] .vae-samples-caption")).to_contain_text("q(z|x)")
@@ -908,7 +922,7 @@ def test_an_uploaded_image_is_marked_on_the_maps(ui, tmp_path):
     page.locator("#rec_upload input[type=file]").set_input_files(str(path))
     open_tab(page, "Latent map")
     page.wait_for_function(f"() => ({JS_MARKS})('upload').every(m => m)")
-    expect(page.locator("#draw_pad .vae-upload-note")).to_contain_text("upload_two.png")
+    expect(page.locator("#draw_pad .vae-upload-note")).to_contain_text("upload_two.png", timeout=PAGE_TIMEOUT_MS)
     marks = page.evaluate(JS_MARKS, "upload")
     placed = ui.explorer.encode_drawing(["digits_ae", "digits_vae"], "auto", upload=str(path))
     for mark, want in zip(marks, placed):
@@ -917,7 +931,7 @@ def test_an_uploaded_image_is_marked_on_the_maps(ui, tmp_path):
     # Keyboard fallback: the same file uploaded in the sketchpad's own section is put on the pad and encoded.
     page.locator("#draw_pad .vae-clear").click()
     page.locator("#draw_upload input[type=file]").set_input_files(str(path))
-    expect(page.locator("#draw_pad .vae-status")).to_contain_text("from the uploaded file")
+    expect(page.locator("#draw_pad .vae-status")).to_contain_text("from the uploaded file", timeout=PAGE_TIMEOUT_MS)
     drawn = page.evaluate(JS_MARKS, "drawing")
     for mark, want in zip(drawn, placed):
         assert abs(mark["x"] - want["x"]) < 1e-4 and abs(mark["y"] - want["y"]) < 1e-4, (mark, want)

@@ -62,8 +62,13 @@
     el("rect", {x: xa._offset, y: ya._offset, width: xa._length, height: ya._length},
        el("clipPath", {id: clipId}, el("defs", {}, svg)));
     const area = el("g", {"clip-path": `url(#${clipId})`}, svg);
+    // The map's title ends with its projection (RAW, PCA, UMAP): a mark placed for another one (a UMAP map
+    // that replaced the PCA shown while it was computed) is not drawn, and is asked for again.
+    const title = (fl.title && fl.title.text) || "";
+    const shown = title.slice(title.lastIndexOf(", ") + 2);
     for (const [kind, m] of Object.entries(marks[side])) {
       if (!m || !Number.isFinite(m.x) || !Number.isFinite(m.y)) continue;
+      if (m.method && shown && m.method.toUpperCase() !== shown) { placeAgain(kind, `${side}:${shown}`); continue; }
       const look = MARKS[kind], x = px(m.x), y = py(m.y);
       const g = el("g", {class: `vae-mark vae-mark-${kind}`, "data-x": m.x, "data-y": m.y,
                          "data-px": x.toFixed(2), "data-py": y.toFixed(2)}, area);
@@ -82,6 +87,16 @@
 
   function redrawAll() { SIDES.forEach(redraw); }
 
+  const asked = new Set();  // kind and map shown, asked once each until the next answer
+  function placeAgain(kind, why) {
+    if (asked.has(`${kind}@${why}`)) return;
+    asked.add(`${kind}@${why}`);
+    setTimeout(() => {
+      if (kind === "drawing") pads.forEach((pad) => { pad.generation++; pad.sent = pad.shown = -1; send(pad, true); });
+      else { const b = document.querySelector("#draw_refresh"); if (b) b.click(); }  // the server has the file
+    }, 0);
+  }
+
   function hook() {
     for (const side of SIDES) {
       const gd = plotOf(side);
@@ -96,7 +111,8 @@
 
   function setMark(side, kind, result) {
     marks[side][kind] = result && !result.error ? {x: result.x, y: result.y, ellipse: result.ellipse,
-                                                   model: result.model} : null;
+                                                   model: result.model, method: result.method} : null;
+    asked.forEach((key) => { if (key.startsWith(`${kind}@${side}:`)) asked.delete(key); });
     redraw(side);
   }
 
@@ -105,7 +121,7 @@
   function attach(element, props, server, watch) {
     const canvas = element.querySelector("canvas.vae-pad");
     const pad = {element, props, server, canvas, ctx: canvas.getContext("2d"), spec: null, ink: 0, sent: -1,
-                 busy: false, again: false, drawing: false, lastSend: 0, pictureId: null, pen: 24,
+                 out: 0, generation: 0, again: false, drawing: false, lastSend: 0, pictureId: null, pen: 24,
                  shown: -1};
     pads.push(pad);
     clear(pad);
@@ -128,7 +144,7 @@
       pad.ctx.stroke();
       pad.ink++;
       // While drawing: whenever no request is out, at most every 100 ms; the stroke's end always sends.
-      if (!pad.busy && performance.now() - pad.lastSend > 100) send(pad);
+      if (pad.out === 0 && performance.now() - pad.lastSend > 100) send(pad);
     });
     const end = () => {
       if (!pad.drawing) return;
@@ -138,7 +154,7 @@
         return;
       }
       pad.strokeEnd = {at: performance.now(), ink: pad.ink};  // timed until an answer covering it is shown
-      send(pad);  // (if a request is out that already covers the stroke, its answer is the one timed)
+      send(pad, true);  // (if a request is out that already covers the stroke, its answer is the one timed)
     };
     canvas.addEventListener("pointerup", end);
     canvas.addEventListener("pointercancel", end);
@@ -157,6 +173,7 @@
     ctx.lineWidth = pad.pen;
     pad.ink = 0;
     pad.sent = pad.shown = -1;
+    pad.generation++;
     SIDES.forEach((side) => setMark(side, "drawing", null));
     pad.element.querySelectorAll(".vae-result img").forEach((img) => { img.removeAttribute("src"); });
     pad.element.querySelectorAll(".vae-result .vae-where, .vae-result .vae-samples-caption")
@@ -197,6 +214,7 @@
       img.onload = () => {
         pad.ctx.drawImage(img, 0, 0, pad.canvas.width, pad.canvas.height);
         pad.ink++;
+        pad.generation++;
         if (spec.result) { pad.sent = pad.shown = pad.ink; show(pad, spec.result, null, "from the uploaded file"); } else send(pad);
       };
       img.src = spec.picture;
@@ -204,24 +222,31 @@
     }
     const moved = !before || JSON.stringify(before.models) !== JSON.stringify(spec.models)
       || before.projection !== spec.projection;
-    if (moved && pad.ink > 0) { pad.sent = -1; send(pad); }  // the same drawing, read by the new models
-    else if (!pad.ink) status(pad, "Draw with the mouse (or a finger) in the white box.");
+    if (moved && pad.ink > 0) {  // the same drawing, read by the new models
+      pad.generation++;
+      pad.sent = pad.shown = -1;
+      send(pad, true);
+    } else if (!pad.ink) {
+      status(pad, "Draw with the mouse (or a finger) in the white box.");
+    }
   }
 
-  async function send(pad) {
+  async function send(pad, now = false) {
     if (!pad.spec || !pad.enabled || pad.ink === 0 || pad.ink === pad.sent) return;
-    if (pad.busy) { pad.again = true; return; }  // sent when the answer in flight arrives: always the latest
-    pad.busy = true;
+    // While drawing, one request at a time: the next waits for the answer and takes the drawing as it is then.
+    // A stroke's end (now) goes at once, beside a request still out, so it never waits for an answer it will
+    // replace; an answer older than the one shown, or from before a clear or a change of models, is dropped.
+    if (pad.out > 0 && !now) { pad.again = true; return; }
+    pad.out++;
     pad.again = false;
     pad.sent = pad.ink;
     pad.lastSend = performance.now();
-    const t0 = performance.now();
+    const t0 = performance.now(), ink = pad.ink, generation = pad.generation;
     const {models, projection} = pad.spec;
-    const ink = pad.ink;
     try {
       const answer = await pad.server.draw_encode({left: models[0], right: models[1], projection,
                                                    drawing: pad.canvas.toDataURL("image/png")});
-      if (pad.ink > 0) {  // not when cleared meanwhile
+      if (generation === pad.generation && ink > pad.shown) {
         show(pad, answer, performance.now() - t0);
         pad.shown = ink;
         if (pad.strokeEnd && ink >= pad.strokeEnd.ink) {
@@ -230,11 +255,11 @@
         }
       }
     } catch (e) {
-      status(pad, `The server could not encode the drawing: ${e.message || e}`);
+      if (generation === pad.generation) status(pad, `The server could not encode the drawing: ${e.message || e}`);
     } finally {
-      pad.busy = false;
+      pad.out--;
     }
-    if (pad.again) send(pad);
+    if (pad.again && pad.out === 0) send(pad);
   }
 
   function show(pad, answer, ms, how) {
