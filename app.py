@@ -236,6 +236,8 @@ class Page:
     load: object  # demo.load
     names: list[str]
     pickers: list  # every checkpoint dropdown, refreshed when checkpoints appear
+    # Places a tab's uploaded image on the latent maps (set by the map tab's draw section): mark_upload(file).
+    mark_upload: object = None
 
     def default(self, *wanted: str) -> str | None:
         """The first of `wanted` that exists, else any checkpoint."""
@@ -299,6 +301,7 @@ def map_tab(page: Page) -> None:
             sel_right = gr.Image(label="Right model's reconstruction", format="png", elem_id="sel_right", height=160)
         sel_table = table_twin("sel_table", "The row, then each model's reconstruction (values in the columns' units)")
         caption = gr.Markdown(elem_classes="caption", elem_id="sel_caption")
+        draw_section(page, left, right, projection)
         with gr.Accordion("Decoded latent plane (the 'manifold'): where the AE has gaps, the VAE is continuous",
                           open=True):
             grid_n = CheckedSlider(5, 25, value=15, step=1, label="Grid size")
@@ -414,6 +417,215 @@ def map_tab(page: Page) -> None:
          api_name="manifold")
 
 
+# Draw to encode (sketchpad.js): a plain canvas, whose drawing goes to the server through `server_functions`
+# (one POST per stroke, no queue), and an SVG overlay on both maps drawn from the coordinates the server returns.
+SKETCH_SCRIPT = PAGE_SCRIPT.with_name("sketchpad.js")
+SKETCH_SIDE = 280  # the canvas, in pixels
+SKETCH_HTML = f"""<div class="vae-sketch">
+  <div class="vae-pad-column">
+    <canvas class="vae-pad" width="{SKETCH_SIDE}" height="{SKETCH_SIDE}" aria-label="sketchpad: draw here"></canvas>
+    <div class="vae-buttons">
+      <button type="button" class="vae-clear">Clear</button>
+      <button type="button" class="vae-resample" title="decode samples z ~ q(z|x) of each VAE for this drawing">
+        Resample z ~ q(z|x)</button>
+    </div>
+    <p class="vae-status"></p>
+    <p class="vae-upload-note"></p>
+  </div>
+  {"".join(f'''<div class="vae-result" data-side="{side}">
+    <p class="vae-name"></p>
+    <div class="vae-pair">
+      <figure><img class="vae-input" alt="the drawing as the model sees it"><figcaption>as the model sees it
+        </figcaption></figure>
+      <figure><img class="vae-output" alt="its reconstruction"><figcaption>its reconstruction</figcaption></figure>
+    </div>
+    <p class="vae-where"></p>
+    <img class="vae-samples" alt="decodes of samples of q(z|x)">
+    <p class="vae-samples-caption"></p>
+  </div>''' for side in ("left", "right"))}
+</div>"""
+SKETCH_CSS = """
+.vae-sketch { display: flex; gap: 1.2em; flex-wrap: wrap; align-items: flex-start; }
+.vae-pad-column { width: 280px; }
+.vae-pad { border: 1px solid #888; border-radius: 4px; touch-action: none; cursor: crosshair; background: white;
+           width: 280px; height: 280px; }
+.vae-disabled .vae-pad { opacity: 0.35; cursor: not-allowed; }
+.vae-buttons { display: flex; gap: 0.5em; margin: 0.4em 0; }
+.vae-buttons button { padding: 0.3em 0.8em; border: 1px solid #999; border-radius: 4px; background: #f3f3f3; }
+.vae-buttons button:disabled { opacity: 0.5; }
+.vae-status, .vae-upload-note, .vae-where, .vae-samples-caption { font-size: 0.85em; margin: 0.2em 0; }
+.vae-result { flex: 1; min-width: 240px; }
+.vae-name { font-weight: 600; margin: 0 0 0.3em 0; }
+.vae-pair { display: flex; gap: 0.8em; }
+.vae-pair figure { margin: 0; text-align: center; font-size: 0.8em; }
+.vae-pair img { width: 112px; height: 112px; image-rendering: pixelated; background: #eee; display: block; }
+.vae-pair img:not([src]) { visibility: hidden; }
+.vae-samples { image-rendering: pixelated; max-width: 100%; margin-top: 0.4em; }
+.vae-samples:not([src]) { display: none; }
+"""
+
+
+def png_data_url(im) -> str:
+    """A PIL image as a PNG data URL: the page shows it without fetching a file."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def drawn_on_maps(ex: Explorer, names, projection, drawing=None, upload=None, images: bool = True) -> list[dict]:
+    """Each model's reading of the drawing (or an uploaded file), JSON for the page: its place on its map
+    (x, y, the ellipse or None), a line saying where, and with `images` the drawing as it sees it and its
+    reconstruction as data URLs; or {"model", "error"} where the model cannot read it."""
+    out = []
+    for name in names:
+        try:
+            r = ex.encode_drawing([name], projection, drawing, upload)[0]
+        except ViewError as e:
+            out.append({"model": name, "error": str(e)})
+            continue
+        code = ", ".join(f"{v:.2f}" for v in r["code"]) if len(r["code"]) <= 4 else f"a {len(r['code'])}-D code"
+        spread = "" if r["std"] is None or len(r["std"]) > 4 else \
+            f", σ = ({', '.join(f'{v:.2f}' for v in r['std'])})"
+        where = (f"z = ({code}){spread}; on the {r['method'].upper()} map at ({r['x']:.2f}, {r['y']:.2f})"
+                 + (f": {r['note']}" if r["note"] else "; no posterior, so no ellipse (one point per drawing)")
+                 + ".")
+        place = {k: r[k] for k in ("model", "method", "x", "y", "ellipse", "code", "std", "conversion", "note")}
+        out.append({**place, "where": where, **({"input": png_data_url(r["input"]),
+                                                 "reconstruction": png_data_url(r["reconstruction"])} if images else {})})
+    return out
+
+
+def resampled(ex: Explorer, names, drawing, seed=0) -> list[dict]:
+    """Each model's decodes of samples z ~ q(z|x) for the drawing: {"model", "picture" (data URL, or None for a
+    model without a posterior), "caption"} or {"model", "error"}."""
+    out = []
+    for name in names:
+        try:
+            r = ex.resample_drawing(name, drawing, seed=seed)
+        except ViewError as e:
+            out.append({"model": name, "error": str(e)})
+            continue
+        out.append({"model": name, "picture": None if r.picture is None else png_data_url(r.picture),
+                    "caption": r.caption.replace("**", "")})
+    return out
+
+
+def page_call(fn):
+    """A server function for the page: its one argument is the object the page sent; an explorer's message or
+    a failure comes back as {"error": ...} (the page shows it) and the server keeps serving."""
+    @functools.wraps(fn)
+    def wrapper(args):
+        try:
+            if not isinstance(args, dict):
+                raise ViewError("send one object with the call's values")
+            return fn(args)
+        except ViewError as e:
+            return {"error": str(e)}
+        except Exception as e:
+            log.error("server function %s failed:\n%s", fn.__name__, traceback.format_exc())
+            return {"error": f"Something went wrong ({type(e).__name__}: {e}). The server is still running."}
+    return wrapper
+
+
+def draw_section(page: Page, left, right, projection) -> None:
+    """The sketchpad under the maps: a drawing (or an image file) is encoded by both map models, marked on both
+    maps (with the 2-σ ellipse of a VAE's q(z|x)), reconstructed, and resampled from q(z|x) on request. Also
+    sets `page.mark_upload`, which places an image uploaded in another tab on the maps as "your upload"."""
+    ex = page.ex
+    gr.set_static_paths([SKETCH_SCRIPT])
+
+    @page_call
+    def draw_encode(args):
+        return {"maps": drawn_on_maps(ex, [args.get("left"), args.get("right")], args.get("projection") or "auto",
+                                      args.get("drawing"))}
+
+    @page_call
+    def draw_resample(args):
+        return {"maps": resampled(ex, [args.get("left"), args.get("right")], args.get("drawing"),
+                                  args.get("seed") or 0)}
+
+    with gr.Accordion("Draw to encode: put your own drawing on both maps", open=True):
+        gr.Markdown("Draw in the white box: as you draw, both models encode the drawing (resized and converted "
+                    "as an uploaded image is), and it is marked ★ on both maps. For a VAE the ring around it is "
+                    "the 2-σ ellipse of its posterior q(z|x), how unsure the encoder is; **Resample** decodes "
+                    "samples from it. An image uploaded in Reconstruct, Denoise or Interpolate is marked ◆ "
+                    "(your upload).", elem_classes="caption")
+        sketch = gr.HTML("", html_template=SKETCH_HTML, css_template=SKETCH_CSS, elem_id="draw_pad",
+                         head=f'<script src="gradio_api/file={SKETCH_SCRIPT}"></script>'
+                              '<style>#draw_refresh { display: none; }</style>',
+                         js_on_load="window.vaeSketch.attach(element, props, server, watch);",
+                         server_functions=[draw_encode, draw_resample])
+        picture = gr.File(label="…or upload an image instead of drawing (it is put on the sketchpad)",
+                          file_types=["image"], type="filepath", elem_id="draw_upload")
+        last_upload = gr.State(None)  # the last image uploaded in another tab: marked on the maps
+        # Clicked by the page when a map changed projection under its marks (a UMAP replacing the PCA shown while
+        # it was computed): the upload is placed again for the map now shown.
+        refresh = gr.Button("place again", elem_id="draw_refresh", visible="hidden")
+
+    def spec(left_name, right_name, projection_name, upload=None, shown_picture=None):
+        names = [left_name, right_name]
+        reasons, heights = [], []
+        for name in names:
+            try:
+                why = ex.drawable(name)
+                if why is None:
+                    heights.append(ex.load(name).input_shape[-2])
+            except ViewError as e:
+                why = str(e)
+            if why:
+                reasons.append(why)
+        value = {"models": names, "projection": projection_name or "auto",
+                 "why": "; ".join(reasons) if len(reasons) == len(names) else None,
+                 "input_height": min(heights) if heights else None}
+        if upload:
+            value["upload"] = drawn_on_maps(ex, names, projection_name or "auto", upload=upload, images=False)
+            value["upload_note"] = f"◆ your upload ({os.path.basename(str(upload))}) is marked on both maps."
+        if shown_picture:
+            from vae_explorer.data.dataset import UploadError
+            from vae_explorer.data.images import load_upload, to_float, to_pil
+
+            try:
+                canvas, _ = load_upload(shown_picture, (3, SKETCH_SIDE, SKETCH_SIDE))
+            except UploadError as e:
+                raise ViewError(str(e)) from None
+            value["picture"] = png_data_url(to_pil(to_float(canvas)))
+            value["picture_id"] = f"{shown_picture}:{random.random()}"
+            value["result"] = {"maps": drawn_on_maps(ex, names, projection_name or "auto", upload=shown_picture)}
+        return json.dumps(value)
+
+    def uploaded(upload, left_name, right_name, projection_name):
+        if not upload:  # a cleared file box: the last upload stays marked
+            return gr.skip(), gr.skip()
+        return upload, spec(left_name, right_name, projection_name, upload)
+
+    wire([page.load, left.change, right.change, projection.change, refresh.click], spec,
+         [left, right, projection, last_upload], sketch, api_visibility="private", show_progress="hidden")
+    wire(picture.upload, spec, [left, right, projection, last_upload, picture], sketch, api_visibility="private",
+         show_progress="hidden")
+
+    def mark_upload(upload_box) -> None:
+        wire(upload_box.upload, uploaded, [upload_box, left, right, projection], [last_upload, sketch],
+             api_visibility="private", show_progress="hidden")
+
+    page.mark_upload = mark_upload
+
+    # The same for API clients: typed endpoints without widgets.
+    def encode_drawing_api(left_model: str, right_model: str, projection_name: str, drawing: str) -> dict:
+        """Encode a drawing (a data:image/png;base64 URL) with both models: per model its code, q(z|x)'s std, its
+        place on the map (x, y, the 2-σ ellipse), the drawing at its input size and its reconstruction."""
+        return {"maps": drawn_on_maps(ex, [left_model, right_model], projection_name or "auto", drawing)}
+
+    def resample_drawing_api(left_model: str, right_model: str, drawing: str, seed: int = 0) -> dict:
+        """Decode samples z ~ q(z|x) of each model for a drawing (a data:image/png;base64 URL)."""
+        return {"maps": resampled(ex, [left_model, right_model], drawing, seed)}
+
+    gr.api(user_errors(encode_drawing_api), api_name="draw_encode")
+    gr.api(user_errors(resample_drawing_api), api_name="draw_resample")
+
+
 def reconstruct_tab(page: Page) -> None:
     ex = page.ex
     ae, vae, vq = page.default("digits_ae"), page.default("digits_vae"), page.default("digits_vq_vae")
@@ -461,6 +673,7 @@ def reconstruct_tab(page: Page) -> None:
         return gr.Number(value=THRESHOLD_LEVELS[rule_name])
 
     wire(button.click, reconstruct, [models, indices, upload, seed], [grid, grid_rows, table], api_name="reconstruct")
+    page.mark_upload(upload)
     wire([tab.select, ano_model.change, level.submit, rule.input], anomalies, [ano_model, level, rule],
          [histogram, worst, worst_rows, ano_text, detection], api_name="anomalies")
     wire(rule.input, rule_changed, rule, level, api_visibility="private", show_progress="hidden")
@@ -574,6 +787,8 @@ def interpolate_tab(page: Page) -> None:
           api_visibility="private")
     wire([tab.select, fallback.click, *changes], at, [*inputs, t], [at_a, at_a_rows, at_b, at_b_rows],
          api_name="interpolate_at", trigger_mode="always_last", show_progress="hidden", concurrency_limit=4)
+    page.mark_upload(upload_a)
+    page.mark_upload(upload_b)
 
 
 def sample_tab(page: Page) -> None:
@@ -660,6 +875,7 @@ def denoise_tab(page: Page) -> None:
     wire([tab.select, models.change, index.submit, upload.change, noise.input, level.release, seed.submit,
           columns.input], denoise, [models, index, upload, noise, level, seed, columns],
          [clean, noisy, outputs, imputed, text], api_name="denoise")
+    page.mark_upload(upload)
 
 
 def diagnostics_tab(page: Page) -> None:

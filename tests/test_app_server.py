@@ -17,7 +17,7 @@ from .conftest import write_fault_table  # noqa: E402
 PUBLIC = {"latent_map", "select_point", "manifold", "reconstruct", "anomalies", "slider_setup", "decode",
           "interpolate", "interpolate_at", "sample", "denoise", "train_start", "train_cancel", "train_status",
           "model_card", "checkpoints", "latent_usage", "prior_fit", "disentanglement", "linear_pca",
-          "codebook"}
+          "codebook", "draw_encode", "draw_resample"}
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +192,45 @@ def test_a_table_uploaded_trained_and_scored_through_the_server(client, app_serv
     assert {"a", "b", "colour"} <= set(shown["headers"]) and len(shown["data"]) >= 8
     auc = float(re.search(r"ROC-AUC \*\*([\d.]+)\*\*", text).group(1))
     assert auc > 0.9, text  # faults are 2-3 standard deviations off the line every normal row is on
+
+
+def test_draw_encode_and_resample(client, app_server):
+    """A drawing (a PNG data URL, dark ink on white) through the API and through the page's own server function:
+    both answer each map model's point, ellipse and pictures, where the explorer itself puts them."""
+    import base64
+    import io
+
+    import requests
+    from PIL import ImageDraw
+
+    url, ex = app_server
+    im = Image.new("RGB", (280, 280), "white")
+    ImageDraw.Draw(im).line([(80, 60), (200, 220)], fill="black", width=40)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    drawing = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    answer = client.predict("digits_ae", "digits_conv_vae", "auto", drawing, api_name="/draw_encode")
+    left, right = answer["maps"]
+    expected = [ex.encode_drawing([n], "auto", drawing=drawing)[0] for n in ("digits_ae", "digits_conv_vae")]
+    for got, want in zip((left, right), expected):
+        assert (got["x"], got["y"], got["method"]) == (want["x"], want["y"], want["method"])
+        for key in ("input", "reconstruction"):
+            png = base64.b64decode(got[key].split(",", 1)[1])
+            with Image.open(io.BytesIO(png)) as shown:
+                assert shown.format == "PNG" and shown.size == want[key].size
+    assert left["ellipse"] is None and right["ellipse"]["semi_axes"] == expected[1]["ellipse"]["semi_axes"]
+    samples = client.predict("digits_ae", "digits_conv_vae", drawing, 4, api_name="/draw_resample")["maps"]
+    assert samples[0]["picture"] is None and "no posterior" in samples[0]["caption"]
+    assert samples[1]["picture"].startswith("data:image/png;base64,")
+    bad = client.predict("digits_vae", "breast_cancer_tabular_vae", "auto", drawing, api_name="/draw_encode")["maps"]
+    assert "x" in bad[0] and "image models" in bad[1]["error"]
+
+    # The page's path: the sketchpad's server function, one POST.
+    config = requests.get(f"{url}/config", timeout=30).json()
+    pad = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "draw_pad")
+    body = {"session_hash": "drawtest", "component_id": pad, "fn_name": "draw_encode",
+            "data": {"left": "digits_ae", "right": "digits_conv_vae", "projection": "auto", "drawing": drawing}}
+    page = requests.post(f"{url}/gradio_api/component_server/", json=body, timeout=30).json()
+    assert [(m["x"], m["y"]) for m in page["maps"]] == [(left["x"], left["y"]), (right["x"], right["y"])]
+    body["data"] = "not an object"
+    assert "error" in requests.post(f"{url}/gradio_api/component_server/", json=body, timeout=30).json()

@@ -821,6 +821,126 @@ def test_models_tab_shows_a_card(ui):
     assert_clean(ui)
 
 
+# ---- draw to encode (sketchpad.js) ---------------------------------------------------------------------
+
+# Each map's "your drawing"/"your upload" mark as drawn (its data and pixel position, whether it has an
+# ellipse), and where the map's own axes put the mark's data coordinates.
+JS_MARKS = """kind => ['left', 'right'].map(side => {
+    const gd = document.querySelector(`#map_${side} .js-plotly-plot`);
+    const g = gd && gd.querySelector(`svg.vae-marks g.vae-mark-${kind}`);
+    if (!g) return null;
+    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, x = Number(g.dataset.x), y = Number(g.dataset.y);
+    return {x, y, px: Number(g.dataset.px), py: Number(g.dataset.py), axisPx: xa._offset + xa.l2p(x),
+            axisPy: ya._offset + ya.l2p(y), ellipse: !!g.querySelector('path.vae-ellipse')}; })"""
+
+
+def draw_stroke(page, points) -> None:
+    """A stroke with the mouse through `points` (fractions of the sketchpad's side), as a person draws."""
+    box = page.locator("#draw_pad canvas.vae-pad").bounding_box()
+    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for (x0, y0), (x1, y1) in zip(xy[:-1], xy[1:]):
+        for k in range(1, 9):
+            page.mouse.move(x0 + (x1 - x0) * k / 8, y0 + (y1 - y0) * k / 8)
+    page.mouse.up()
+
+
+def encoded_drawing(ui: UI, strokes) -> dict:
+    """Clear the sketchpad, draw `strokes`, and wait until the page has the answer to the finished drawing
+    (no request left, the last one sent after the last stroke): the marks, the pictures, the canvas."""
+    page = ui.page
+    page.locator("#draw_pad .vae-clear").click()
+    for s in strokes:
+        draw_stroke(page, s)
+    wait_quiet(ui, quiet_ms=400)
+    page.wait_for_function("() => { const st = window.vaeSketch.state; return st.encodes > 0; }")
+    return {"marks": page.evaluate(JS_MARKS, "drawing"),
+            "pictures": page.evaluate("""() => Array.from(document.querySelectorAll('#draw_pad .vae-result'))
+                .map(r => [r.querySelector('img.vae-input').src, r.querySelector('img.vae-output').src])"""),
+            "canvas": page.evaluate("() => document.querySelector('#draw_pad canvas.vae-pad').toDataURL('image/png')")}
+
+
+def test_a_drawn_stroke_moves_the_point_on_both_maps(ui):
+    page = ui.page
+    open_tab(page, "Latent map")
+    page.wait_for_function(JS_PLOT_READY, arg="map_right")
+    page.wait_for_function("() => window.vaeSketch && window.vaeSketch.state")
+    page.locator("#draw_pad canvas.vae-pad").scroll_into_view_if_needed()
+    expect(page.locator("#draw_pad .vae-result[data-side=right] .vae-name")).to_contain_text("digits_vae")
+    one = encoded_drawing(ui, [[(0.5, 0.12), (0.5, 0.88)]])  # a "1"
+    seven = encoded_drawing(ui, [[(0.2, 0.15), (0.8, 0.15), (0.4, 0.9)]])  # a "7"
+    for drawn in (one, seven):
+        assert all(drawn["marks"]), drawn["marks"]
+        for side, mark in zip(("left", "right"), drawn["marks"]):
+            # The mark is where the map's own axes put its coordinates ...
+            assert abs(mark["px"] - mark["axisPx"]) < 1 and abs(mark["py"] - mark["axisPy"]) < 1, mark
+        # ... and those are where the server's explorer puts this very drawing.
+        placed = ui.explorer.encode_drawing(["digits_ae", "digits_vae"], "auto", drawing=drawn["canvas"])
+        for mark, want in zip(drawn["marks"], placed):
+            assert abs(mark["x"] - want["x"]) < 1e-4 and abs(mark["y"] - want["y"]) < 1e-4, (mark, want)
+    assert [m["ellipse"] for m in seven["marks"]] == [False, True]  # the AE has no posterior; the VAE's q(z|x)
+    for a, b in zip(one["marks"], seven["marks"]):  # the point moved on both maps
+        assert (a["px"], a["py"]) != (b["px"], b["py"])
+    assert all(src.startswith("data:image/png") for pair in seven["pictures"] for src in pair)
+    assert one["pictures"] != seven["pictures"]  # the drawing and its reconstructions updated
+    expect(page.locator("#draw_pad .vae-status")).to_contain_text("placed on both maps")
+
+    # Another projection: the same drawing is read again and marked on the new maps (a UMAP map has no exact
+    # place for a new code: the mark sits on its nearest test point, without an ellipse).
+    page.get_by_role("radio", name="umap").check()
+    page.wait_for_function(f"""() => {{ const m = ({JS_MARKS})('drawing');
+        return m.every(v => v) && [0, 1].every(i => {{
+            const gd = document.querySelector(`#map_${{['left', 'right'][i]}} .js-plotly-plot`);
+            return gd._fullLayout.title.text.endsWith('UMAP') && !m[i].ellipse; }}); }}""", timeout=90_000)
+    umap_marks = page.evaluate(JS_MARKS, "drawing")
+    for name, mark in zip(("digits_ae", "digits_vae"), umap_marks):
+        want = ui.explorer.encode_drawing([name], "umap", drawing=seven["canvas"])[0]
+        assert want["method"] == "umap" and abs(mark["x"] - want["x"]) < 1e-4 and abs(mark["y"] - want["y"]) < 1e-4
+    page.get_by_role("radio", name="auto").check()
+    page.wait_for_function(f"() => ({JS_MARKS})('drawing')[1] && ({JS_MARKS})('drawing')[1].ellipse")
+
+    page.locator("#draw_pad .vae-resample").click()
+    expect(page.locator("#draw_pad .vae-result[data-side=left] .vae-samples-caption")).to_contain_text("no posterior")
+    expect(page.locator("#draw_pad .vae-result[data-side=right] .vae-samples-caption")).to_contain_text("q(z|x)")
+    page.wait_for_function("() => { const i = document.querySelector('#draw_pad .vae-result[data-side=right] "
+                           "img.vae-samples'); return i.complete && i.naturalWidth > 0; }")
+    page.locator("#draw_pad").screenshot(path=str(SCREENSHOTS / "draw_to_encode_pad.png"))
+    screenshot(page, "draw_to_encode")
+    assert_clean(ui)
+
+
+def test_an_uploaded_image_is_marked_on_the_maps(ui, tmp_path):
+    from PIL import Image, ImageDraw
+
+    page = ui.page
+    path = tmp_path / "upload_two.png"
+    im = Image.new("RGB", (96, 96), "white")
+    ImageDraw.Draw(im).line([(20, 30), (48, 12), (74, 30), (22, 84), (78, 84)], fill="black", width=12)  # a "2"
+    im.save(path)
+    open_tab(page, "Reconstruct")
+    page.locator("#rec_upload input[type=file]").set_input_files(str(path))
+    open_tab(page, "Latent map")
+    page.wait_for_function(f"() => ({JS_MARKS})('upload').every(m => m)")
+    expect(page.locator("#draw_pad .vae-upload-note")).to_contain_text("upload_two.png", timeout=PAGE_TIMEOUT_MS)
+    marks = page.evaluate(JS_MARKS, "upload")
+    placed = ui.explorer.encode_drawing(["digits_ae", "digits_vae"], "auto", upload=str(path))
+    for mark, want in zip(marks, placed):
+        assert abs(mark["x"] - want["x"]) < 1e-4 and abs(mark["y"] - want["y"]) < 1e-4, (mark, want)
+        assert abs(mark["px"] - mark["axisPx"]) < 1 and abs(mark["py"] - mark["axisPy"]) < 1, mark
+    # Keyboard fallback: the same file uploaded in the sketchpad's own section is put on the pad and encoded.
+    page.locator("#draw_pad .vae-clear").click()
+    page.locator("#draw_upload input[type=file]").set_input_files(str(path))
+    expect(page.locator("#draw_pad .vae-status")).to_contain_text("from the uploaded file", timeout=PAGE_TIMEOUT_MS)
+    drawn = page.evaluate(JS_MARKS, "drawing")
+    for mark, want in zip(drawn, placed):
+        assert abs(mark["x"] - want["x"]) < 1e-4 and abs(mark["y"] - want["y"]) < 1e-4, (mark, want)
+    page.locator("#map_left").scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "draw_upload_marked.png"))
+    page.locator("#draw_pad .vae-clear").click()  # leave the pad empty for the tests after
+    assert_clean(ui)
+
+
 def test_the_page_keeps_no_run_history(ui):
     """After every view has run: nothing recorded in the page's storage (Gradio's run history would keep each
     call's outputs, maps included, and rewrite them at every event)."""

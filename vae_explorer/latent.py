@@ -365,3 +365,28 @@ def raw_2d(codes: np.ndarray) -> np.ndarray:
 def pca_2d(codes: np.ndarray, axes: PrincipalAxes) -> np.ndarray:
     """(N, D) -> (N, 2) coefficients on the top two principal directions."""
     return _two_columns(_coefficients(codes, axes.mean, axes.directions[:2]))
+
+
+def map_frame(latent_dim: int, method: str, axes: PrincipalAxes | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The affine map the latent map's `method` ("raw" or "pca") applies to a code: (W (2, D), centre (D,)) with
+    point = W @ (z - centre), as `raw_2d` and `pca_2d` place the test codes (a missing second row is zeros)."""
+    if method == "raw":
+        return np.eye(2, latent_dim), np.zeros(latent_dim)
+    if method == "pca":
+        rows = np.asarray(axes.directions[:2], np.float64)
+        return np.vstack([rows, np.zeros((2 - len(rows), latent_dim))]), np.asarray(axes.mean, np.float64)
+    raise ValueError(f"{method!r} is not an affine map of the codes (raw, pca)")
+
+
+def map_ellipse(centre: np.ndarray, cov: np.ndarray, sigmas: float = 2.0, points: int = 73) -> dict:
+    """The `sigmas`-σ contour of a 2-D Gaussian N(centre, cov) on a map: {"x", "y" (points, closed), "semi_axes"
+    (major first), "angle_deg" (of the major axis from the x axis), "cov"}; every point p satisfies
+    (p - centre)ᵀ cov⁻¹ (p - centre) = sigmas²."""
+    centre, cov = np.asarray(centre, np.float64), np.asarray(cov, np.float64)
+    values, vectors = np.linalg.eigh((cov + cov.T) / 2)  # ascending
+    values, vectors = np.clip(values[::-1], 0.0, None), vectors[:, ::-1]
+    semi = sigmas * np.sqrt(values)
+    t = np.linspace(0.0, 2 * np.pi, points)
+    xy = centre[:, None] + (vectors * semi) @ np.stack([np.cos(t), np.sin(t)])
+    return {"x": xy[0].tolist(), "y": xy[1].tolist(), "semi_axes": semi.tolist(),
+            "angle_deg": float(np.degrees(np.arctan2(vectors[1, 0], vectors[0, 0]))), "cov": cov.tolist()}

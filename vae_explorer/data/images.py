@@ -4,6 +4,7 @@ denoising AE) and read from a user's upload.
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 
@@ -116,10 +117,25 @@ def load_upload(path, shape: tuple[int, int, int]) -> tuple[torch.Tensor, str]:
         raise UploadError(f"{name}: the file is empty")
     if size > MAX_UPLOAD_BYTES:
         raise UploadError(f"{name}: {size / 2**20:.1f} MB is over the {MAX_UPLOAD_BYTES // 2**20} MB upload limit")
+    return _read_picture(path, name, shape)
+
+
+def load_drawing(data: bytes, shape: tuple[int, int, int]) -> tuple[torch.Tensor, str]:
+    """A picture drawn in the page (PNG bytes) -> ((C, H, W) uint8 at `shape`, a note): read exactly as an
+    uploaded file is, with the same limits."""
+    if not data:
+        raise UploadError("the drawing is empty")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise UploadError(f"the drawing: {len(data) / 2**20:.1f} MB is over the {MAX_UPLOAD_BYTES // 2**20} MB limit")
+    return _read_picture(io.BytesIO(data), "the drawing", shape)
+
+
+def _read_picture(source, name: str, shape: tuple[int, int, int]) -> tuple[torch.Tensor, str]:
+    """An image file or file-like object -> ((C, H, W) uint8 at `shape`, a note), or an UploadError."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 w, h = im.size
                 if w * h > MAX_UPLOAD_PIXELS:
                     raise UploadError(f"{name}: {w}×{h} pixels is more than the {MAX_UPLOAD_PIXELS // 10**6} "
@@ -299,12 +315,22 @@ class ImageKind:
         reference: some of the training items (prepared); when they are light strokes on black
         (digits) and the upload is dark ink on paper, the upload is inverted to match.
         """
-        raw, note = load_upload(path, tuple(item_shape))
-        x = to_float(raw[None])
-        if reference is not None and len(reference) and _border_mean(reference) < 0.2 and _border_mean(x) > 0.5:
-            x = 1.0 - x
-            note += ", inverted (light background, unlike the training images)"
-        return x, note
+        return _like_training(*load_upload(path, tuple(item_shape)), reference)
+
+    def read_drawing(self, png: bytes, item_shape, reference: torch.Tensor | None = None) -> tuple[torch.Tensor, str]:
+        """A picture drawn in the page (PNG bytes, dark ink on white) -> ((1, C, H, W) float model input, a
+        note): converted as an upload is, inverted where the training images are light strokes on black."""
+        return _like_training(*load_drawing(png, tuple(item_shape)), reference)
+
+
+def _like_training(raw: torch.Tensor, note: str, reference: torch.Tensor | None) -> tuple[torch.Tensor, str]:
+    """(C, H, W) uint8 picture -> (1, C, H, W) float, inverted when `reference` (some prepared training items)
+    is light strokes on black (digits) and the picture is dark ink on paper."""
+    x = to_float(raw[None])
+    if reference is not None and len(reference) and _border_mean(reference) < 0.2 and _border_mean(x) > 0.5:
+        x = 1.0 - x
+        note += ", inverted (light background, unlike the training images)"
+    return x, note
 
 
 IMAGES = ImageKind()

@@ -29,8 +29,8 @@ from ..anomaly import THRESHOLD_RULES, choose_threshold, curves, detection_repor
 from ..data.dataset import UploadError
 from ..disentanglement import COLLAPSED_STD, EXPLAINS_NOTHING, scorecard
 from ..latent import (ACTIVE_VARIANCE, PROJECTIONS, PCABaseline, code_moments, decoder_inputs, interpolate, latent_plane,
-                      latent_usage, pca_2d, prior_gap, raw_2d, reconstruction_errors, resolve_projection, slider_axes,
-                      traversals)
+                      latent_usage, map_ellipse, map_frame, pca_2d, prior_gap, raw_2d, reconstruction_errors,
+                      resolve_projection, slider_axes, traversals)
 from ..subspaces import compare_with_pca
 from ..models import MODELS, model_entry
 from ..runs import DataSpec, RunError, RunSpec, parse_settings, split_settings
@@ -43,6 +43,7 @@ from .umap_worker import UmapProjector
 
 MAX_SLIDERS = 8
 MAX_TABLE_UPLOAD = 10 * 1024 * 1024  # the page's upload limit (app.py's max_file_size)
+MAX_DRAWING_CHARS = 4 * MAX_TABLE_UPLOAD // 3 + 4  # a drawing's data URL: the same 10 MB, in base64
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
 SAMPLE_GRID = 7  # 7×7
 MAX_TRAVERSALS = 16  # rows of latent traversals: the most used dimensions first
@@ -53,6 +54,18 @@ HOVER_TILES = "hover_tiles"  # in the checkpoints folder: the sprite sheets of t
 PCA_EXAMPLES = 8  # test items reconstructed by a linear AE and by PCA, side by side
 CODE_USERS = 8  # test items shown for a chosen code: those whose tokens use it most
 LEVEL_EXAMPLES = 6  # test items shown after each residual VQ level
+DRAWN_IMAGE = 112  # pixels high: the drawing as a model sees it, and its reconstruction
+RESAMPLES = 8  # decodes of z ~ q(z|x) for a drawing
+
+
+@dataclass
+class Resampled:
+    """Decodes of samples z ~ q(z|x) for one drawing: the items (k, ...) and their picture, or None for a model
+    without a posterior, whose caption says why."""
+
+    items: torch.Tensor | None
+    picture: Image.Image | None
+    caption: str
 
 
 class ViewError(ValueError):
@@ -550,6 +563,109 @@ class Explorer:
         t = _number(t, "t")
         return {**view, "za": np.asarray(za, np.float64).tolist(), "zb": np.asarray(zb, np.float64).tolist(),
                 "mode": mode, "t": t}
+
+    # ---- draw to encode: a drawing or an upload placed on the latent maps ---------------------------
+
+    def drawable(self, name: str) -> str | None:
+        """None when the model's items can be drawn in the sketchpad (pictures); else why not."""
+        entry = self.load(name)
+        if entry.kind.shown_as != "image":
+            return f"{name}'s {entry.kind.item}s are table rows: the sketchpad is for image models"
+        return None
+
+    def _drawn(self, entry: LoadedCheckpoint, drawing=None, upload=None) -> tuple[torch.Tensor, str]:
+        """The page's drawing (a PNG data URL) or an uploaded image file as the model's input, (1, ...), and what
+        was done to it: an upload's conversion (grey or RGB, resized, inverted to the training images' ink)."""
+        why = self.drawable(entry.name)
+        if why:
+            raise ViewError(why)
+        if upload:
+            return self._upload(entry, upload)
+        png = _png_bytes(drawing)
+        reference = self._test_items(entry, list(range(min(200, len(self._data(entry).test_x)))))
+        try:
+            return entry.kind.read_drawing(png, entry.input_shape, reference)
+        except UploadError as e:
+            raise ViewError(str(e)) from None
+
+    @torch.no_grad()
+    def _code_of(self, entry: LoadedCheckpoint, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the code the map places: the posterior mean or the deterministic code (D,), the posterior's std (D,)
+        or None for a model without one)."""
+        q = entry.model.posterior(x)
+        if q is None:
+            return entry.encode(x)[0].double().numpy(), None
+        return q.mean[0].double().cpu().numpy(), q.std[0].double().cpu().numpy()
+
+    def map_position(self, name: str, projection: str, code, std=None) -> dict:
+        """Where `latent_map(name, projection)` puts a code, in the map's coordinates: {"method", "x", "y",
+        "ellipse" (the 2-σ contour of N(code, diag(std²)) mapped: exact on raw 2-D codes, W Σ Wᵀ through the PCA
+        axes; None without a std and on UMAP), "note"}. On a UMAP map a new code has no exact place: the mark
+        sits on its nearest test code's point."""
+        entry = self.load(name)
+        code = np.asarray(code, np.float64)
+        try:
+            method = resolve_projection(projection, entry.model.latent_dim)
+        except ValueError as e:
+            raise ViewError(str(e)) from None
+        if method == "umap":
+            emb = self.umap.get(entry.key, entry.codes)
+            if emb is not None:
+                nearest = int(np.argmin(((np.asarray(entry.codes, np.float64) - code) ** 2).sum(1)))
+                return {"method": "umap", "x": float(emb[nearest, 0]), "y": float(emb[nearest, 1]), "ellipse": None,
+                        "nearest": nearest,
+                        "note": f"UMAP has no exact place for a new code: marked at its nearest test code's point "
+                                f"(#{nearest}); no ellipse is drawn on a UMAP map"}
+            method = "pca"  # what the map shows until the UMAP is ready
+        W, centre = map_frame(entry.model.latent_dim, method, entry.axes if method == "pca" else None)
+        x, y = W @ (code - centre)
+        place = {"method": method, "x": float(x), "y": float(y), "ellipse": None, "note": ""}
+        if std is not None:
+            cov = W @ np.diag(np.asarray(std, np.float64) ** 2) @ W.T
+            place["ellipse"] = map_ellipse([x, y], cov)
+            place["note"] = ("the 2-σ ellipse of q(z|x)" if method == "raw" else
+                             "the 2-σ ellipse of q(z|x) projected onto PC 1–2 (W Σ Wᵀ)")
+        return place
+
+    def encode_drawing(self, names: list[str], projection: str = "auto", drawing=None, upload=None) -> list[dict]:
+        """Each model's reading of a drawing (the sketchpad's PNG data URL) or an uploaded image file: per model
+        {"model", "input" (PIL: the drawing at the model's input size, as it sees it), "reconstruction" (PIL),
+        "code" (D,), "std" (D,) or None, "conversion", and `map_position`'s "method", "x", "y", "ellipse", "note"}."""
+        names = [n for n in (names or []) if n]
+        if not names:
+            raise ViewError("choose a model first")
+        out = []
+        for name in names:
+            entry = self.load(name)
+            x, conversion = self._drawn(entry, drawing, upload)
+            code, std = self._code_of(entry, x)
+            recon = entry.reconstruct(x)
+            out.append({"model": name, "input": entry.kind.show(x[0], DRAWN_IMAGE),
+                        "reconstruction": entry.kind.show(recon[0], DRAWN_IMAGE), "code": code.tolist(),
+                        "std": None if std is None else std.tolist(), "conversion": conversion,
+                        **self.map_position(name, projection, code, std)})
+        return out
+
+    @torch.no_grad()
+    def resample_drawing(self, name: str, drawing=None, upload=None, k=RESAMPLES, seed=0) -> Resampled:
+        """k decodes of z ~ q(z|x) for the drawing (or upload): how unsure the model is about it. A model
+        without a posterior has one code per drawing: no items, and the caption says why."""
+        entry = self.load(name)
+        k = int(number_input(k, "the number of samples", 1, 32, whole=True))
+        x, _ = self._drawn(entry, drawing, upload)
+        q = entry.model.posterior(x)
+        if q is None:
+            return Resampled(None, None, f"**{name}** has no posterior: it encodes a drawing to one code z, not to "
+                                         f"a distribution q(z|x), so there is nothing to sample; every decode of "
+                                         f"its code is the reconstruction above.")
+        eps = torch.randn((k, entry.model.latent_dim), generator=torch.Generator().manual_seed(_seed(seed)),
+                          dtype=torch.float64)
+        z = q.mean[0].double().cpu() + q.std[0].double().cpu() * eps
+        items = entry.decode(z.numpy())
+        spread = float(q.std[0].double().mean())
+        return Resampled(items, entry.kind.grid(items, nrow=k, target=48),
+                         f"**{name}**: {k} decodes of z ~ q(z|x) for this drawing (mean σ of q: {spread:.3g}). "
+                         f"Alike: the model is sure what it sees; varied: it is not.")
 
     # ---- 5. sample -----------------------------------------------------------------------
 
@@ -1113,6 +1229,26 @@ def _seed(value) -> int:
     if not number.is_integer() or not 0 <= number < 2**32:
         raise ViewError(f"the seed must be a whole number from 0 to {2**32 - 1}, got {value!r}")
     return int(number)
+
+
+def _png_bytes(drawing) -> bytes:
+    """The sketchpad's drawing, a `data:image/png;base64,...` URL (or raw bytes), as PNG bytes."""
+    import base64
+    import binascii
+
+    if isinstance(drawing, (bytes, bytearray)):
+        return bytes(drawing)
+    if not isinstance(drawing, str) or not drawing.strip():
+        raise ViewError("draw something first, or upload an image")
+    head, _, body = drawing.partition(",")
+    if not (head.startswith("data:image/") and head.endswith(";base64")):
+        raise ViewError("the drawing must be an image as a base64 data URL (data:image/png;base64,...)")
+    if len(body) > MAX_DRAWING_CHARS:
+        raise ViewError(f"the drawing is over the {MAX_DRAWING_CHARS * 3 // 4 // 2**20} MB limit")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise ViewError("the drawing's data URL is not valid base64") from None
 
 
 def _parse_indices(text: str, n: int) -> list[int]:
