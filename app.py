@@ -30,6 +30,7 @@ import torch  # noqa: E402
 
 from vae_explorer.anomaly import DEFAULT_LEVELS as THRESHOLD_LEVELS  # noqa: E402
 from vae_explorer.data import DATASETS, IMAGES  # noqa: E402
+from vae_explorer.data.downloads import DOWNLOADABLE  # noqa: E402
 from vae_explorer.data.images import MAX_UPLOAD_BYTES  # noqa: E402
 from vae_explorer.devices import device_choices  # noqa: E402
 from vae_explorer.latent import PROJECTIONS  # noqa: E402
@@ -1015,6 +1016,35 @@ def diagnostics_tab(page: Page) -> None:
 
 
 # The Train tab's model-specific widgets: shown, and sent, only for models that have the setting.
+def download_status(ex: Explorer, name: str, start: bool) -> tuple:
+    """A dataset download's status line and its poll timer (running while the download is), for both the
+    Datasets panel and the Train tab; start=True fetches the dataset unless it is there or coming."""
+    text, running = ex.dataset_download(name) if start else ex.dataset_status(name)
+    return gr.update(value=text, visible=True), gr.Timer(active=running)
+
+
+def datasets_panel(page: Page) -> None:
+    """Above the tabs: fetch MNIST, Fashion-MNIST or CIFAR-10 into the data folder (views that need a dataset
+    that is not there point here)."""
+    ex = page.ex
+    with gr.Accordion("Datasets: get MNIST, Fashion-MNIST or CIFAR-10", open=False, elem_id="ds_panel"):
+        with gr.Row():
+            name = gr.Dropdown(list(DOWNLOADABLE), value="mnist", label="Dataset", elem_id="ds_name",
+                               info="fetched with torchvision into this server's data folder (--data-root)")
+            button = gr.Button("Download", variant="primary", elem_id="ds_download")
+        status = gr.Markdown(elem_id="ds_status")
+        timer = gr.Timer(0.5, active=False)
+        status_button = gr.Button(visible=False)  # for API clients: /dataset_status
+
+    wire([page.load, name.change], lambda chosen: download_status(ex, chosen, False), name, [status, timer],
+         api_visibility="private", show_progress="hidden")
+    wire(button.click, lambda chosen: download_status(ex, chosen, True), name, [status, timer],
+         api_name="dataset_download")
+    wire(timer.tick, lambda chosen: download_status(ex, chosen, False), name, [status, timer],
+         api_visibility="private", show_progress="hidden")
+    wire(status_button.click, lambda chosen: ex.dataset_status(chosen)[0], name, status, api_name="dataset_status")
+
+
 OPTIONAL_SETTINGS = ("beta", "noise_std", "likelihood")
 
 
@@ -1027,7 +1057,8 @@ def train_tab(page: Page) -> None:
             model = gr.Dropdown(list(MODELS), value="vae", label="Model", elem_id="tr_model")
             dataset = gr.Dropdown([n for n, d in DATASETS.items() if d.trainable_from_page], value="digits",
                                   label="Dataset", elem_id="tr_dataset",
-                                  info="digits, sprites and breast_cancer work offline; csv: your table, below")
+                                  info="digits, sprites and breast_cancer work offline; mnist, fashion_mnist "
+                                       "and cifar10 are fetched when chosen; csv: your table, below")
             latent = CheckedNumber(value=2, precision=0, minimum=1, label="Latent dims", elem_id="tr_latent")
             beta = CheckedNumber(value=1.0, minimum=0, label="β (KL weight)", elem_id="tr_beta")
             likelihood = gr.Dropdown(list(LIKELIHOODS), value="bernoulli", label="Likelihood", elem_id="tr_likelihood")
@@ -1054,6 +1085,8 @@ def train_tab(page: Page) -> None:
         with gr.Row():
             start = gr.Button("Start training", variant="primary", elem_id="tr_start")
             cancel = gr.Button("Cancel", variant="stop", elem_id="tr_cancel")
+        data_status = gr.Markdown(visible=False, elem_id="tr_data_status")  # a dataset being fetched
+        data_timer = gr.Timer(0.5, active=False)
         status = gr.Markdown(elem_id="tr_status")
         with gr.Row():
             curves = gr.Plot(show_label=False, elem_id="tr_curves")
@@ -1082,6 +1115,12 @@ def train_tab(page: Page) -> None:
         kind = DATASETS[chosen].kind.name
         fits = [n for n, entry in MODELS.items() if entry.cls.data_kind == kind]
         return gr.update(value=current_model if current_model in fits else fits[0]), gr.Row(visible=chosen == "csv")
+
+    def fetch_dataset(chosen):
+        # Choosing a downloadable dataset fetches it (when it is not there yet), its progress polled below.
+        if chosen not in DOWNLOADABLE:
+            return gr.update(visible=False), gr.Timer(active=False)
+        return download_status(ex, chosen, True)
 
     def start_run(model_name, dataset_name, latent_dim, beta_value, likelihood_name, noise_std, n_epochs, rate,
                   batch_size, device_name, run_name, more="", table=None, label=None, ignore=None):
@@ -1113,6 +1152,11 @@ def train_tab(page: Page) -> None:
          api_visibility="private", show_progress="hidden")
     wire(dataset.input, dataset_changed, [dataset, model], [model, table_row], api_visibility="private",
          show_progress="hidden")
+    wire(dataset.input, fetch_dataset, dataset, [data_status, data_timer], api_visibility="private",
+         show_progress="hidden")
+    wire(data_timer.tick, lambda chosen: download_status(ex, chosen, False) if chosen in DOWNLOADABLE else
+         (gr.skip(), gr.Timer(active=False)), dataset, [data_status, data_timer], api_visibility="private",
+         show_progress="hidden")
     wire(start.click, start_run, [model, dataset, latent, beta, likelihood, noise, epochs, lr, batch, device, name,
                                   extra, table_file, label_column, ignore_columns], [*outputs, timer],
          api_name="train_start", concurrency_limit=1, concurrency_id="train")
@@ -1139,6 +1183,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
     with ExplorerBlocks(title="vae-explorer", analytics_enabled=False, delete_cache=None) as demo:
         gr.Markdown(INTRO)
         page = Page(explorer, demo.load, explorer.checkpoint_names(), [])
+        datasets_panel(page)
         with gr.Tabs():
             for tab in (map_tab, reconstruct_tab, sliders_tab, interpolate_tab, sample_tab, denoise_tab,
                         diagnostics_tab, train_tab, models_tab):

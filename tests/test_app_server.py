@@ -17,7 +17,7 @@ from .conftest import write_fault_table  # noqa: E402
 PUBLIC = {"latent_map", "select_point", "manifold", "reconstruct", "anomalies", "slider_setup", "decode",
           "interpolate", "interpolate_at", "sample", "denoise", "train_start", "train_cancel", "train_status",
           "model_card", "checkpoints", "latent_usage", "prior_fit", "disentanglement", "linear_pca",
-          "codebook", "draw_encode", "draw_resample"}
+          "codebook", "draw_encode", "draw_resample", "dataset_download", "dataset_status"}
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +234,21 @@ def test_draw_encode_and_resample(client, app_server):
     assert [(m["x"], m["y"]) for m in page["maps"]] == [(left["x"], left["y"]), (right["x"], right["y"])]
     body["data"] = "not an object"
     assert "error" in requests.post(f"{url}/gradio_api/component_server/", json=body, timeout=30).json()
+
+
+def test_a_dataset_download_offline_through_the_server(client):
+    """The server's data folder has no MNIST and this machine is offline: the download answers with the files
+    expected and the folder for them, and the shipped MNIST models still sample."""
+    status, _timer = client.predict("mnist", api_name="/dataset_download")
+    text = status["value"] if isinstance(status, dict) else status
+    deadline = time.time() + 300  # the connection check is quick; a busy machine is slow to start threads
+    while "connecting" in text and time.time() < deadline:
+        time.sleep(0.5)
+        text = client.predict("mnist", api_name="/dataset_status")
+    assert "offline" in text and "MNIST/raw" in text and "t10k-labels-idx1-ubyte" in text, text
+    a, b, _, _, caption, _ = client.predict("mnist_vae_2d", 1.0, 0, api_name="/sample")
+    assert is_png(a) and "not in this server's data folder" in caption
+    with pytest.raises(Exception, match="train-images-idx3-ubyte"):
+        client.predict("mnist_ae_2d", "mnist_vae_2d", "auto", 3, api_name="/latent_map")
+    with pytest.raises(Exception, match="not in the list of choices"):  # the picker's own check comes first
+        client.predict("digits", api_name="/dataset_download")

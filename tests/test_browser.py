@@ -804,6 +804,21 @@ def test_train_form_shows_the_settings_the_chosen_model_has(ui):
     assert_clean(ui)
 
 
+def test_choosing_mnist_on_the_train_tab_offline_says_where_the_files_go(ui):
+    """Offline, choosing MNIST fetches nothing: the status line names the files and the folder for them."""
+    page = ui.page
+    open_tab(page, "Train")
+    choose(page, "tr_dataset", "mnist")
+    status = page.locator("#tr_data_status")
+    expect(status).to_contain_text("offline", timeout=300_000)  # a check of its servers' reachability first
+    for expected in ("MNIST/raw", "train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        expect(status).to_contain_text(expected)
+    screenshot(page, "train_mnist_offline")
+    choose(page, "tr_dataset", "digits")  # as the other tests expect it
+    expect(status).to_be_hidden()
+    assert_clean(ui)
+
+
 def test_models_tab_shows_a_card(ui):
     page = ui.page
     open_tab(page, "Models")

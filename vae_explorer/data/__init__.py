@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
-from .dataset import DataKind, Dataset, DatasetError
+from .dataset import DataKind, DataNotFound, Dataset, DatasetError
 from .image_sets import folder_size, load_digits, load_folder, load_torchvision, resize
 from .images import IMAGES
 from .sprites import load_sprites
@@ -85,15 +85,16 @@ def load_dataset(name: str = "digits", root: str | None = None, image_size: int 
     return resize(entry.load(root, download), image_size, channels)
 
 
-def load_dataset_for(meta: dict, root: str | None = None) -> Dataset:
+def load_dataset_for(meta: dict, root: str | None = None, download: bool = True) -> Dataset:
     """The dataset a checkpoint was trained on, as its metadata describes it
-    (name, root, size, channels); `root` overrides the recorded data root."""
+    (name, root, size, channels); `root` overrides the recorded data root. download=False: a dataset
+    that is not there is a DataNotFound at once (the explorer offers the download instead)."""
     ds = meta.get("dataset", {})
     recorded = str(ds.get("name", "digits"))
     name = recorded.split(":", 1)[0] if ":" in recorded else recorded  # folder:NAME, csv:NAME
     table = TableOptions.from_dict(ds["options"]) if "options" in ds else None
     data = load_dataset(name, root or ds.get("root"), ds.get("image_size"), ds.get("channels"),
-                        path=ds.get("path"), table=table)
+                        download=download, path=ds.get("path"), table=table)
     expected = data.model_settings()
     config = meta.get("config", {})
     for key, value in expected.items():
@@ -110,5 +111,5 @@ def _short(value) -> str:
     return text if len(text) < 80 else text[:77] + "..."
 
 
-__all__ = ["DATASETS", "DATA_KINDS", "DataKind", "Dataset", "DatasetEntry", "DatasetError", "IMAGES", "Rows", "TABLES",
+__all__ = ["DATASETS", "DATA_KINDS", "DataKind", "DataNotFound", "Dataset", "DatasetEntry", "DatasetError", "IMAGES", "Rows", "TABLES",
            "TableOptions", "load_dataset", "load_dataset_for"]

@@ -49,6 +49,15 @@ class DatasetError(ValueError):
     """A dataset that cannot be loaded; the message says what was expected where."""
 
 
+class DataNotFound(DatasetError):
+    """A downloadable dataset whose files are not in the data folder (and were not, or could not be,
+    downloaded): which dataset, the files expected and the folder they belong in."""
+
+    def __init__(self, message: str, dataset: str, folder, files: list[str]):
+        super().__init__(message)
+        self.dataset, self.folder, self.files = dataset, folder, list(files)
+
+
 @dataclass
 class Dataset:
     name: str

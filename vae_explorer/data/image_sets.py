@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from .dataset import Dataset, DatasetError
+from .dataset import DataNotFound, Dataset, DatasetError
 from .images import IMAGES, pil_to_uint8
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -98,19 +98,21 @@ def load_torchvision(name: str, root: str | None, download: bool) -> Dataset:
     root = root or DEFAULT_DATA_ROOT
     if name in _MNIST_CLASSES and (data := _load_idx_files(name, root)) is not None:
         return data
+    cls_name, folder, files = _TORCHVISION[name]
+    if name in _MNIST_CLASSES and not download:  # their IDX files are all torchvision would read: absent
+        raise _not_found(name, root, "the files are not there")
     import torchvision.datasets as tvd  # only here: importing torchvision costs seconds
 
-    cls_name, folder, files = _TORCHVISION[name]
     cls = getattr(tvd, cls_name)
     try:
         train, test = cls(root, train=True, download=False), cls(root, train=False, download=False)
     except (RuntimeError, OSError) as missing:
         if not download:
-            raise DatasetError(_missing_message(name, root, folder, files, missing)) from None
+            raise _not_found(name, root, missing) from None
         try:
             train, test = cls(root, train=True, download=True), cls(root, train=False, download=True)
         except Exception as failed:  # network refused, DNS, HTTP errors, read-only root...
-            raise DatasetError(_missing_message(name, root, folder, files, failed, tried_download=True)) from None
+            raise _not_found(name, root, failed, tried_download=True) from None
 
     def as_tensor(ds):
         data = ds.data if isinstance(ds.data, torch.Tensor) else torch.from_numpy(np.asarray(ds.data))
@@ -121,12 +123,21 @@ def load_torchvision(name: str, root: str | None, download: bool) -> Dataset:
     return Dataset(name, IMAGES, trx, try_, tex, tey, classes=[str(c) for c in train.classes])
 
 
-def _missing_message(name, root, folder, files, error, tried_download=False) -> str:
-    where = Path(root).expanduser().resolve() / folder
+def expected_files(name: str, root: str | None) -> tuple[Path, list[str]]:
+    """Where a torchvision dataset's files belong under `root` (absolute) and their names."""
+    _, folder, files = _TORCHVISION[name]
+    return Path(root or DEFAULT_DATA_ROOT).expanduser().resolve() / folder, list(files)
+
+
+def _not_found(name, root, error, tried_download=False) -> DataNotFound:
+    where, files = expected_files(name, root)
+    folder = _TORCHVISION[name][1]
     detail = " ".join(str(error).split())[:300]  # one line, however chatty the underlying error
     attempt = f"; downloading failed too ({type(error).__name__}: {detail})" if tried_download else ""
-    return (f"{name} not found: expected {', '.join(files)} in {where}{attempt}. "
-            f"Put the files there or pass --data-root to the folder that holds {folder.split('/')[0]}/.")
+    gz = " (or the same names with .gz)" if name in _MNIST_CLASSES else ""
+    return DataNotFound(f"{name} not found: expected {', '.join(files)}{gz} in {where}{attempt}. "
+                        f"Put the files there or pass --data-root to the folder that holds {folder.split('/')[0]}/.",
+                        name, where, files)
 
 
 def _image_files(base: Path) -> list[Path]:

@@ -18,15 +18,32 @@ import numpy as np
 import torch
 
 from ..checkpoints import SUFFIX, CheckpointError, load_checkpoint, read_metadata
-from ..data import DATA_KINDS, Dataset, DatasetError, load_dataset_for
+from ..data import DATA_KINDS, DataNotFound, Dataset, DatasetError, load_dataset_for
+from ..data.downloads import DOWNLOADABLE
 from ..latent import encode_items, principal_axes
 from ..models import Autoencoder
+from .errors import ViewError
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
-class CatalogError(ValueError):
-    """A checkpoint name that is refused or cannot be loaded; the message says why."""
+class CatalogError(ViewError):
+    """A checkpoint name that is refused or cannot be loaded; the message says why (on the page too)."""
+
+
+class DatasetMissing(CatalogError):
+    """A checkpoint whose dataset is not in the data folder: `missing` says which, what files, where; the
+    message says how to get it, and what works without it."""
+
+    def __init__(self, checkpoint: str, missing: DataNotFound):
+        title = DOWNLOADABLE.get(missing.dataset, missing.dataset)
+        super().__init__(
+            f"{checkpoint} was trained on {title}, which is not in this server's data folder: this view needs "
+            f"it. Expected files: {', '.join(missing.files)} (or the same names with .gz) in {missing.folder}. "
+            f"Get it with Download in 'Datasets' at the top of the page (or by choosing {missing.dataset} on the "
+            f"Train tab) when this machine is online, or put the files there yourself. Sample and Latent sliders "
+            f"work without it.")
+        self.missing = missing
 
 
 @dataclass
@@ -58,7 +75,10 @@ class LoadedCheckpoint:
     def data(self) -> Dataset:
         def load():
             try:
-                return load_dataset_for(self.meta, self.data_root)
+                # Never a download as a side effect of opening a view: the page offers it (a click, with progress).
+                return load_dataset_for(self.meta, self.data_root, download=False)
+            except DataNotFound as e:
+                raise DatasetMissing(self.name, e) from None
             except DatasetError as e:
                 raise CatalogError(f"{self.name}: its dataset cannot be loaded: {e}") from None
 

@@ -25,6 +25,8 @@ from .. import figures
 from ..codebook import code_images, codebook_usage, level_errors, top_items
 from ..cards import model_card
 from ..data import DATASETS
+from ..data.downloads import DOWNLOADABLE, is_present
+from ..data.image_sets import expected_files
 from ..anomaly import THRESHOLD_RULES, choose_threshold, curves, detection_report
 from ..data.dataset import UploadError
 from ..disentanglement import COLLAPSED_STD, EXPLAINS_NOTHING, scorecard
@@ -35,7 +37,9 @@ from ..subspaces import compare_with_pca
 from ..models import MODELS, model_entry
 from ..runs import DataSpec, RunError, RunSpec, parse_settings, split_settings
 from ..training import TrainConfig
-from .catalog import Catalog, CatalogError, LoadedCheckpoint
+from .catalog import Catalog, CatalogError, DatasetMissing, LoadedCheckpoint
+from .dataset_downloads import DatasetDownloads
+from .errors import ViewError
 from .jobs import TABLES_FOLDER, JobError, TrainingJobs
 from .hover_tiles import HoverTiles, TileSheet
 from .page_decoders import PageDecoders, PageExport
@@ -68,8 +72,6 @@ class Resampled:
     caption: str
 
 
-class ViewError(ValueError):
-    """Bad input or an unusable model, explained for the person at the page."""
 
 
 @dataclass
@@ -96,6 +98,7 @@ class Explorer:
         self.umap = UmapProjector(projection_cache if projection_cache is not None
                                   else Path(checkpoint_dir) / "projections")
         self.jobs = TrainingJobs(checkpoint_dir, data_root, memory_limit=train_memory_limit, lock_file=train_lock)
+        self.downloads = DatasetDownloads(data_root)
         self._baselines: dict[tuple, PCABaseline] = {}
         self._lock = threading.Lock()
 
@@ -114,6 +117,16 @@ class Explorer:
             return entry.data
         except CatalogError as e:
             raise ViewError(str(e)) from None
+
+    def _missing(self, entry: LoadedCheckpoint):
+        """The DataNotFound of a checkpoint whose dataset is not in the data folder; None when it is there."""
+        try:
+            entry.data
+        except DatasetMissing as e:
+            return e.missing
+        except CatalogError:
+            return None  # another problem: the view that needs the data says it
+        return None
 
     def _index(self, entry: LoadedCheckpoint, index) -> int:
         n = len(self._data(entry).test_x)
@@ -435,8 +448,22 @@ class Explorer:
         return entry.cached("sliders", lambda: slider_axes(entry.codes, entry.axes, MAX_SLIDERS))
 
     def slider_setup(self, name: str, index) -> tuple[list[dict], Image.Image, str]:
-        """The sliders for a model, set to the code of test item `index`: [{label, minimum, maximum, value}]."""
+        """The sliders for a model, set to the code of test item `index`: [{label, minimum, maximum, value}].
+        Without the model's dataset: the sliders start from the zero code (`_prior_sliders`)."""
         entry = self.load(name)
+        missing = self._missing(entry)
+        if missing is not None:
+            sliders = self._prior_sliders(entry)
+            d, k = entry.model.latent_dim, len(sliders)
+            start = ("the prior's mean" if entry.model.sample_sources()[0].generative else
+                     "the zero code (this model has no prior, so its codes may sit elsewhere)")
+            which = f"one slider per latent coordinate ({d}-D code)" if d == k else \
+                f"the first {k} of the {d} latent coordinates (the others stay 0)"
+            text = (f"{DatasetDownloads.title(missing.dataset)} is not in this server's data folder, so there is no "
+                    f"test {entry.kind.item} to start from: {which}, starting at {start}, each from -3 to 3 (the "
+                    f"prior's ±3 standard deviations). Get the dataset under 'Datasets' at the top of the page to "
+                    f"start from its items.")
+            return sliders, self.decode_sliders(name, index, [s["value"] for s in sliders]), text
         i = self._index(entry, index)
         sliders = self._slider_specs(entry, i)
         d, item = entry.model.latent_dim, entry.kind.item
@@ -460,18 +487,28 @@ class Explorer:
             sliders.append({"label": label, "minimum": round(lo, 3), "maximum": round(hi, 3), "value": round(float(v), 3)})
         return sliders
 
+    def _prior_sliders(self, entry: LoadedCheckpoint) -> list[dict]:
+        """Sliders without the dataset: the first MAX_SLIDERS latent coordinates at 0, each from -3 to 3."""
+        k = min(entry.model.latent_dim, MAX_SLIDERS)
+        return [{"label": f"z[{j}]", "minimum": -3.0, "maximum": 3.0, "value": 0.0} for j in range(k)]
+
     def decode_sliders(self, name: str, index, values: list[float]) -> Image.Image:
         """The hot path of the page: slider values -> decoded item."""
         entry = self.load(name)
-        i = self._index(entry, index)
-        axes = self._slider_axes(entry)
+        missing = self._missing(entry)
+        count = len(self._prior_sliders(entry)) if missing is not None else len(self._slider_axes(entry).labels)
         try:
-            vals = np.asarray([float(v) if v is not None else 0.0 for v in values][: len(axes.labels)], np.float32)
+            vals = np.asarray([float(v) if v is not None else 0.0 for v in values][:count], np.float32)
         except (TypeError, ValueError):
-            raise ViewError(f"{name} needs {len(axes.labels)} slider values, as numbers") from None
-        if len(vals) < len(axes.labels) or not np.isfinite(vals).all():
-            raise ViewError(f"{name} needs {len(axes.labels)} finite slider values")
-        z = axes.compose(entry.codes[i], vals)
+            raise ViewError(f"{name} needs {count} slider values, as numbers") from None
+        if len(vals) < count or not np.isfinite(vals).all():
+            raise ViewError(f"{name} needs {count} finite slider values")
+        if missing is not None:  # the first coordinates as the sliders set them, the others 0
+            z = np.zeros(entry.model.latent_dim, np.float32)
+            z[:count] = vals
+        else:
+            i = self._index(entry, index)
+            z = self._slider_axes(entry).compose(entry.codes[i], vals)
         return entry.kind.show(entry.decode(z[None])[0], SLIDER_IMAGE)
 
     # ---- 4. interpolate ----------------------------------------------------------------
@@ -542,6 +579,11 @@ class Explorer:
         view = self._page_view(entry, SLIDER_IMAGE)
         if view["decoder"] is None:
             return view
+        if self._missing(entry) is not None:  # from the zero code along the first coordinates (_prior_sliders)
+            sliders = self._prior_sliders(entry)
+            directions = np.eye(len(sliders), entry.model.latent_dim)
+            return {**view, "offset": [0.0] * entry.model.latent_dim, "directions": directions.tolist(),
+                    "values": [s["value"] for s in sliders]}
         i = self._index(entry, index)
         axes = self._slider_axes(entry)
         base = np.asarray(entry.codes[i], np.float64)
@@ -683,7 +725,14 @@ class Explorer:
             raise ViewError("temperature must be positive")
         seed = _seed(seed)
         n, grids, parts, drawn = SAMPLE_GRID * SAMPLE_GRID, [], [], []
+        missing = self._missing(entry)
         for side, source in zip(("Left", "Right"), entry.model.sample_sources()[:2]):
+            if source.name == "fitted" and missing is not None:  # fitted to the test codes: no test set here
+                grids.append(None)
+                parts.append(f"**{side}:** {source.label}: needs the codes of the test set of "
+                             f"{DatasetDownloads.title(missing.dataset)}, which is not in this server's data folder "
+                             f"(get it under 'Datasets' at the top of the page).")
+                continue
             codes = entry.codes if source.name == "fitted" else None
             items = entry.kind.clean_output(
                 entry.model.sample(n, source.name, temperature, torch.Generator().manual_seed(seed), codes))
@@ -1079,6 +1128,39 @@ class Explorer:
         tiles = torch.stack(columns, 1).flatten(0, 1)  # item by item, each row input then levels
         grid = kind.grid(tiles, nrow=len(columns), target=48, row_labels=[f"#{i}" for i in shown])
         return grid, errors, shown
+
+    # ---- datasets one click away --------------------------------------------------------------
+
+    def dataset_download(self, name: str) -> tuple[str, bool]:
+        """Start fetching a downloadable dataset (MNIST, Fashion-MNIST, CIFAR-10) into the data folder, in the
+        background; (status Markdown, still running) as `dataset_status` says it."""
+        if name not in DOWNLOADABLE:
+            raise ViewError(f"{name!r} is not downloadable here; choose one of: {', '.join(DOWNLOADABLE)}")
+        self.downloads.start(name)
+        return self.dataset_status(name)
+
+    def dataset_status(self, name: str) -> tuple[str, bool]:
+        """How the dataset's download goes, for a status line polled while it runs: (Markdown, running)."""
+        if name not in DOWNLOADABLE:
+            raise ViewError(f"{name!r} is not downloadable here; choose one of: {', '.join(DOWNLOADABLE)}")
+        title, state = DOWNLOADABLE[name], self.downloads.state(name)
+        folder, files = expected_files(name, self.downloads.data_root)
+        if state is None:
+            if is_present(name, self.downloads.data_root):
+                return f"**{title}** is in the data folder ({folder}): models trained on it open like any other.", False
+            return f"**{title}** is not in the data folder yet ({folder}): press **Download** to fetch it.", False
+        if state.status == "running":
+            got, total = self.downloads.progress(name)
+            if got == 0:
+                return f"**{title}**: connecting to its download servers…", True
+            share = min(got / total, 1.0)
+            bar = "▰" * round(20 * share) + "▱" * (20 - round(20 * share))
+            return (f"**{title}**: downloading into {folder}: {bar} {got / 1e6:.1f} of about {total / 1e6:.1f} MB "
+                    f"({share:.0%})", True)
+        if state.status == "ready":
+            return (f"**{title}** is ready in {folder}: models trained on it open like any other, and you can "
+                    "train on it here.", False)
+        return f"**{title}** could not be downloaded. {state.message}", False
 
     # ---- 8. train ------------------------------------------------------------------------
 
