@@ -3,9 +3,11 @@ kinds of outputs, errors come back as messages, and the server keeps serving."""
 from __future__ import annotations
 
 import json
+import zipfile
 import re
 import time
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -17,7 +19,7 @@ from .conftest import write_fault_table  # noqa: E402
 PUBLIC = {"latent_map", "select_point", "manifold", "reconstruct", "anomalies", "slider_setup", "decode",
           "interpolate", "interpolate_at", "sample", "denoise", "train_start", "train_cancel", "train_status",
           "model_card", "checkpoints", "latent_usage", "prior_fit", "disentanglement", "linear_pca",
-          "codebook"}
+          "codebook", "export_codes", "export_projector", "export_figure", "export_bundle", "attribute_vector", "attribute_at"}
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +194,30 @@ def test_a_table_uploaded_trained_and_scored_through_the_server(client, app_serv
     assert {"a", "b", "colour"} <= set(shown["headers"]) and len(shown["data"]) >= 8
     auc = float(re.search(r"ROC-AUC \*\*([\d.]+)\*\*", text).group(1))
     assert auc > 0.9, text  # faults are 2-3 standard deviations off the line every normal row is on
+
+
+def test_export_endpoints_give_files(client):
+    """Codes as CSV, the projector zip, a figure as HTML (+ PNG where kaleido can draw) and the run bundle."""
+    files, note = client.predict("digits_vae", api_name="/export_codes")
+    codes = np.loadtxt(files[0], delimiter=",", skiprows=1, usecols=range(2))
+    assert codes.shape == (359, 2) and "np.loadtxt" in note
+    files, _ = client.predict("digits_vae", api_name="/export_projector")
+    with zipfile.ZipFile(files[0]) as z:
+        assert {"digits_vae/tensors.tsv", "digits_vae/projector_config.pbtxt"} <= set(z.namelist())
+    files, note = client.predict("digits_vae", "KL per dimension", api_name="/export_figure")
+    assert any(f.endswith(".html") for f in files) and "KL" in open(files[0]).read()
+    files, note = client.predict("digits_vae", api_name="/export_bundle")
+    with zipfile.ZipFile(files[0]) as z:
+        assert "digits_vae/command.sh" in z.namelist()
+    assert "python -m vae_explorer train --model vae" in note
+    with pytest.raises(Exception, match="has no KL per dimension"):
+        client.predict("digits_ae", "KL per dimension", api_name="/export_figure")
+
+
+def test_attribute_vector_endpoints(client):
+    strip, _rows, fig, text = client.predict("digits_vae", "1", "7", 5, api_name="/attribute_vector")
+    assert is_png(strip) and is_plot(fig) and "Consistency" in text
+    moved, _ = client.predict("digits_vae", "1", "7", 5, 0.5, api_name="/attribute_at")
+    assert is_png(moved)
+    with pytest.raises(Exception, match="two different groups"):
+        client.predict("digits_vae", "2", "2", 5, api_name="/attribute_vector")
