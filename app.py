@@ -90,7 +90,8 @@ INTRO = """# vae-explorer
 See what autoencoders learn. **Latent map**: how an autoencoder (left) and a VAE (right) arrange the same
 images (click a point). **Reconstruct**, **Latent sliders**, **Interpolate**, **Sample** and **Denoise** decode
 from those codes; **Diagnostics** shows which latent dimensions are used, how the codes sit against N(0, I),
-how disentangled a model of known factors is, a linear AE against PCA, and a VQ model's codebook; **Train**
+how disentangled a model of known factors is, a linear AE against PCA, a VQ model's codebook, attribute vectors
+between labelled groups, and exports (codes, figures, run bundles); **Train**
 fits a new model in the background; **Models** describes each checkpoint.
 """
 

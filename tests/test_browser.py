@@ -896,7 +896,10 @@ def test_diagnostics_attribute_vectors_and_export(ui):
     open_tab(page, "Export")
     page.locator("#ex_codes").click()
     expect(page.locator("#ex_note")).to_contain_text("digits_vae_codes.csv", timeout=30_000)
-    expect(page.locator("#ex_files")).to_contain_text("digits_vae_codes.csv")
+    link = page.locator("#ex_files a[href$='digits_vae_codes.csv']")
+    expect(link).to_have_count(1)
+    downloaded = page.request.get(link.get_attribute("href")).text()  # what the link gives
+    assert downloaded.splitlines()[0] == "z0,z1,label,label_name" and len(downloaded.splitlines()) == 360
     page.locator("#ex_bundle").click()
     expect(page.locator("#ex_note")).to_contain_text("python -m vae_explorer train --model vae", timeout=30_000)
     screenshot(page, "diagnostics_export")
