@@ -38,7 +38,10 @@ def main(argv=None) -> int:
         model = build_model(model_name, **data.model_settings(), latent_dim=20, hidden=(400,), beta=beta)
         t0 = time.perf_counter()
         result = fit(model, data, TrainConfig(epochs=args.epochs, batch_size=128, lr=1e-3, seed=args.seed,
-                                              iwae_k=0, history_images=0, device="cpu"))
+                                              iwae_k=0, history_images=0, device="cpu"),
+                     callback=lambda ev: ev.kind == "epoch" and print(
+                         f"{name} epoch {ev.epoch}: active units {ev.test.get('active_units')}, KL "
+                         f"{ev.test.get('kl', 0):.2f}", flush=True))
         runs[name] = {"model": model_name, "beta": beta, "seconds": round(time.perf_counter() - t0, 1),
                       "epochs": [{"epoch": h["epoch"], "active_units": h["latent"]["active_units"],
                                   "kl": round(h["test"]["kl"], 3), "recon": round(h["test"]["recon"], 3),
