@@ -99,7 +99,8 @@ INTRO = """# vae-explorer
 See what autoencoders learn. **Latent map**: how an autoencoder (left) and a VAE (right) arrange the same
 images (click a point). **Reconstruct**, **Latent sliders**, **Interpolate**, **Sample** and **Denoise** decode
 from those codes; **Diagnostics** shows which latent dimensions are used, how the codes sit against N(0, I),
-how disentangled a model of known factors is, a linear AE against PCA, and a VQ model's codebook; **Train**
+how disentangled a model of known factors is, a linear AE against PCA, a VQ model's codebook, attribute vectors
+between labelled groups, and exports (codes, figures, run bundles); **Train**
 fits a new model in the background; **Models** describes each checkpoint.
 """
 
@@ -962,6 +963,8 @@ def diagnostics_tab(page: Page) -> None:
                                                    visible=False)
                 codebook_pick = gr.Button("pick", elem_id="cb_pick_button", visible="hidden")
                 page.model_cards(codebook_tab.select, codebook_model)
+            attribute_view(page)
+            export_view(page)
 
     def usage(name):
         kl_fig, var_fig, grid, caption = ex.latent_usage(name)
@@ -1013,6 +1016,159 @@ def diagnostics_tab(page: Page) -> None:
     wire([codebook_tab.select, codebook_model.input], codebook_fresh, codebook_model,
          [codebook_level, codebook_code, codebook_grid, codebook_users, codebook_levels, codebook_text],
          api_visibility="private")
+
+
+def attribute_view(page: Page) -> None:
+    """Diagnostics' Attribute vectors sub-tab: the direction between two labelled groups' mean codes, how
+    consistent it is, applied to a test item with a strength slider, and the codes projected onto it."""
+    ex = page.ex
+    with gr.Tab("Attribute vectors", id="dg_attribute_tab") as tab:
+        gr.Markdown("Choose two groups by label: the direction from group A's mean code to group B's is an "
+                    "'attribute vector' (e.g. 1 → 7). Add it to any test item's code and decode; below, every "
+                    "code's position along it, coloured by group.")
+        with gr.Row():
+            model = page.picker("Model", page.default("digits_vae"), elem_id="av_model")
+            group_a = gr.Dropdown(["1"], value="1", label="Group A (label)", elem_id="av_a", allow_custom_value=True)
+            group_b = gr.Dropdown(["7"], value="7", label="Group B (label)", elem_id="av_b", allow_custom_value=True)
+            index = CheckedNumber(value=0, precision=0, minimum=0, label="Test item to move", elem_id="av_index")
+        text = gr.Markdown(elem_classes="caption", elem_id="av_text")
+        with gr.Row():
+            with gr.Column(scale=3):
+                strip = gr.Image(label="The item, then its code + s × direction", format="png", elem_id="av_strip")
+                strip_rows = table_twin("av_strip_rows", "The row, then its code + s × direction, decoded")
+            with gr.Column(scale=1):
+                strength = CheckedSlider(-3, 3, value=1.0, step=0.05, label="Strength s", elem_id="av_strength")
+                moved = gr.Image(label="Code + s × direction", format="png", elem_id="av_moved", height=180)
+                moved_rows = table_twin("av_moved_rows", "Code + s × direction")
+        histogram = gr.Plot(show_label=False, elem_id="av_hist")
+        page.model_cards(tab.select, model)
+
+    def groups(name):
+        # The model's labels; two different ones to start (its first two, or 1 and 7 where they exist).
+        choices = ex.attribute_groups(name)
+        a, b = ("1", "7") if {"1", "7"} <= set(choices) else (choices + choices)[:2]
+        return gr.Dropdown(choices=choices, value=a), gr.Dropdown(choices=choices, value=b)
+
+    def view(name, a, b, i):
+        shown, fig, caption = ex.attribute_view(name, a, b, i)
+        return (*pair(shown, ex.shown_as(name) == "table"), fig, caption)
+
+    def at(name, a, b, i, s):
+        return pair(ex.attribute_at(name, a, b, i, s), ex.shown_as(name) == "table")
+
+    view_args = dict(fn=user_errors(view), inputs=[model, group_a, group_b, index],
+                     outputs=[strip, strip_rows, histogram, text])
+    at_args = dict(fn=user_errors(at), inputs=[model, group_a, group_b, index, strength], outputs=[moved, moved_rows],
+                   show_progress="hidden")
+    # The groups are the model's labels: set first, then the views computed with them.
+    wire([tab.select, model.input], groups, model, [group_a, group_b], api_visibility="private",
+         show_progress="hidden").then(**view_args, api_visibility="private").then(**at_args, api_visibility="private")
+    wire([group_a.input, group_b.input, index.submit], view, view_args["inputs"], view_args["outputs"],
+         api_name="attribute_vector")
+    wire([group_a.input, group_b.input, index.submit, strength.release], at, at_args["inputs"], at_args["outputs"],
+         api_name="attribute_at", trigger_mode="always_last", show_progress="hidden")
+
+
+def export_view(page: Page) -> None:
+    """Diagnostics' Export sub-tab: any model's codes (CSV, Embedding Projector), its figures, its run bundle."""
+    ex = page.ex
+    with gr.Tab("Export", id="dg_export_tab") as tab:
+        gr.Markdown("Take a model's results elsewhere: its test codes with their labels as CSV or as TensorBoard's "
+                    "Embedding Projector files, any of its figures as interactive HTML (opens offline) and PNG, and "
+                    "a run bundle: the checkpoint, its description and metrics, and the command that trains it "
+                    "again. The page's address keeps the Latent map's models, projection and selected point and "
+                    "the open tab: copy it to share this view.")
+        with gr.Row():
+            model = page.picker("Model", page.default("digits_vae"), elem_id="ex_model")
+            figure = gr.Dropdown(list(ex.EXPORT_FIGURES), value="latent map", label="Figure", elem_id="ex_figure")
+        with gr.Row():
+            codes = gr.Button("Codes as CSV", elem_id="ex_codes")
+            projector = gr.Button("Embedding Projector files (zip)", elem_id="ex_projector")
+            figure_button = gr.Button("Figure as HTML + PNG", elem_id="ex_figure_button")
+            bundle = gr.Button("Run bundle (zip)", elem_id="ex_bundle")
+        files = gr.File(label="Download", file_count="multiple", interactive=False, elem_id="ex_files")
+        note = gr.Markdown(elem_classes="caption", elem_id="ex_note")
+        page.model_cards(tab.select, model)
+
+    def one(make):
+        def handler(name):
+            path, text = make(name)
+            return [path], text
+        return handler
+
+    wire(codes.click, one(ex.export_codes), model, [files, note], api_name="export_codes")
+    wire(projector.click, one(ex.export_projector), model, [files, note], api_name="export_projector")
+    wire(bundle.click, one(ex.export_bundle), model, [files, note], api_name="export_bundle")
+    wire(figure_button.click, ex.export_figure, [model, figure], [files, note], api_name="export_figure")
+
+
+# The page's address holds what a shared link should reopen: the Latent map's models, projection and
+# selected item, and the open tab (?left=...&right=...&projection=...&index=...&tab=...). Read once at
+# page load; rewritten in place (history.replaceState, no reload) whenever one of them changes.
+URL_STATE_SCRIPT = """
+<script>
+window.vaeUrl = (key, value) => {
+  // Not before the address has been read and its view opened (vaeUrlReady): the page's own load-time
+  // events would rewrite it first, and the server reads the address of each request.
+  if (!window.vaeUrlReady) return;
+  const url = new URL(window.location.href);
+  if (value === null || value === undefined || value === "") url.searchParams.delete(key);
+  else url.searchParams.set(key, String(value));
+  history.replaceState(history.state, "", url);
+};
+</script>
+"""
+URL_KEYS = {"left": "map_left_model", "right": "map_right_model", "index": "map_index"}
+
+
+def url_state(page: Page, blocks: gr.Blocks, tabs: gr.Tabs) -> None:
+    """Open the view a URL names and keep the URL up to date (see URL_STATE_SCRIPT)."""
+    by_id = {b.elem_id: b for b in blocks.blocks.values() if getattr(b, "elem_id", None)}
+    widgets = {key: by_id[elem_id] for key, elem_id in URL_KEYS.items() if elem_id in by_id}
+    projection = next((b for b in blocks.blocks.values()
+                       if isinstance(b, gr.Radio) and b.label == "Projection"), None)  # a widget, not a model
+    if projection is not None:
+        widgets["projection"] = projection
+    top_tabs = {t.id: t for t in tabs.children if isinstance(t, gr.Tab)}
+    keys = list(widgets)
+
+    def from_url(request: gr.Request):
+        query = dict(request.query_params) if request is not None else {}
+        names = page.ex.checkpoint_names()
+        values = []
+        for key in keys:
+            wanted = query.get(key)
+            if wanted is None or (key in ("left", "right") and wanted not in names):
+                values.append(gr.skip())  # a model that is gone is not an error: the default stays
+            elif key == "index":
+                values.append(int(wanted) if wanted.isdigit() else gr.skip())
+            elif key == "projection":
+                values.append(wanted if wanted in PROJECTIONS else gr.skip())
+            else:
+                values.append(wanted)
+        tab = query.get("tab")
+        return (*values, json.dumps({"tab": tab if tab in top_tabs else "", "index": query.get("index", "")}))
+
+    opened = gr.Textbox(visible=False)
+    # After the values are in their widgets: a click on the tab opens it as a person's click would (its views
+    # fill in), and the selected item is picked as a click on the map would pick it.
+    # Once the page's own load calls have answered (no component pending; the map's load-time selection of its
+    # default item would otherwise land after ours), the tab is clicked open and the item picked.
+    pick = ("(s) => { const v = JSON.parse(s || '{}'); const go = () => {"
+            " if (document.querySelector('.pending')) { setTimeout(go, 100); return; }"
+            " if (v.tab) { const bs = [...document.querySelectorAll(`button[role=tab][data-tab-id='${v.tab}']`)];"
+            " const b = bs.find(b => b.offsetParent !== null) || bs[0]; if (b) b.click(); }"
+            " if (/^\\d+$/.test(v.index || '')) { window.__vaePick = parseInt(v.index);"
+            " const p = document.querySelector('#pick_button'); if (p) p.click(); }"
+            " window.vaeUrlReady = true; }; setTimeout(go, 100); }")
+    wire(page.load, from_url, None, [widgets[k] for k in keys] + [opened], api_visibility="private",
+         show_progress="hidden").then(None, opened, None, js=pick)
+    for key, widget in widgets.items():
+        gr.on(widget.change, None, widget, None, js=f"(v) => {{ window.vaeUrl({json.dumps(key)}, v); }}",
+              api_visibility="private")
+    for tab_id, tab in top_tabs.items():
+        tab.select(None, None, None, js=f"() => {{ window.vaeUrl('tab', {json.dumps(tab_id)}); }}",
+                   api_visibility="private")
 
 
 # The Train tab's model-specific widgets: shown, and sent, only for models that have the setting.
@@ -1184,10 +1340,11 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         gr.Markdown(INTRO)
         page = Page(explorer, demo.load, explorer.checkpoint_names(), [])
         datasets_panel(page)
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             for tab in (map_tab, reconstruct_tab, sliders_tab, interpolate_tab, sample_tab, denoise_tab,
                         diagnostics_tab, train_tab, models_tab):
                 tab(page)
+        url_state(page, demo, tabs)
 
         # New checkpoints (a finished training, a file copied in) appear in every picker.
         catalog_version = gr.State(explorer.catalog_version())
@@ -1219,7 +1376,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bo
 
     demo.cache_janitor = CacheJanitor(demo, int(cache_cap_mb * 2**20), cache_max_age_min * 60,
                                       root=get_upload_folder()).start()
-    return demo.launch(server_name=host, server_port=port, share=share, head=CLICK_BRIDGE, css=CSS,
+    return demo.launch(server_name=host, server_port=port, share=share, head=CLICK_BRIDGE + URL_STATE_SCRIPT, css=CSS,
                        max_file_size=MAX_UPLOAD_BYTES, footer_links=["api"], ssr_mode=False,
                        show_error=True, run_history=False, **kwargs)
 

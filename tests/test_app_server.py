@@ -3,9 +3,11 @@ kinds of outputs, errors come back as messages, and the server keeps serving."""
 from __future__ import annotations
 
 import json
+import zipfile
 import re
 import time
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -17,7 +19,8 @@ from .conftest import write_fault_table  # noqa: E402
 PUBLIC = {"latent_map", "select_point", "manifold", "reconstruct", "anomalies", "slider_setup", "decode",
           "interpolate", "interpolate_at", "sample", "denoise", "train_start", "train_cancel", "train_status",
           "model_card", "checkpoints", "latent_usage", "prior_fit", "disentanglement", "linear_pca",
-          "codebook", "draw_encode", "draw_resample", "dataset_download", "dataset_status"}
+          "codebook", "draw_encode", "draw_resample", "dataset_download", "dataset_status", "export_codes",
+          "export_projector", "export_figure", "export_bundle", "attribute_vector", "attribute_at"}
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +255,30 @@ def test_a_dataset_download_offline_through_the_server(client):
         client.predict("mnist_ae_2d", "mnist_vae_2d", "auto", 3, api_name="/latent_map")
     with pytest.raises(Exception, match="not in the list of choices"):  # the picker's own check comes first
         client.predict("digits", api_name="/dataset_download")
+
+
+def test_export_endpoints_give_files(client):
+    """Codes as CSV, the projector zip, a figure as HTML (+ PNG where kaleido can draw) and the run bundle."""
+    files, note = client.predict("digits_vae", api_name="/export_codes")
+    codes = np.loadtxt(files[0], delimiter=",", skiprows=1, usecols=range(2))
+    assert codes.shape == (359, 2) and "np.loadtxt" in note
+    files, _ = client.predict("digits_vae", api_name="/export_projector")
+    with zipfile.ZipFile(files[0]) as z:
+        assert {"digits_vae/tensors.tsv", "digits_vae/projector_config.pbtxt"} <= set(z.namelist())
+    files, note = client.predict("digits_vae", "KL per dimension", api_name="/export_figure")
+    assert any(f.endswith(".html") for f in files) and "KL" in open(files[0]).read()
+    files, note = client.predict("digits_vae", api_name="/export_bundle")
+    with zipfile.ZipFile(files[0]) as z:
+        assert "digits_vae/command.sh" in z.namelist()
+    assert "python -m vae_explorer train --model vae" in note
+    with pytest.raises(Exception, match="has no KL per dimension"):
+        client.predict("digits_ae", "KL per dimension", api_name="/export_figure")
+
+
+def test_attribute_vector_endpoints(client):
+    strip, _rows, fig, text = client.predict("digits_vae", "1", "7", 5, api_name="/attribute_vector")
+    assert is_png(strip) and is_plot(fig) and "Consistency" in text
+    moved, _ = client.predict("digits_vae", "1", "7", 5, 0.5, api_name="/attribute_at")
+    assert is_png(moved)
+    with pytest.raises(Exception, match="two different groups"):
+        client.predict("digits_vae", "2", "2", 5, api_name="/attribute_vector")

@@ -967,3 +967,75 @@ def test_the_page_keeps_no_run_history(ui):
 def test_page_made_no_outside_requests(ui):
     """Last: after every view has run, nothing was fetched from (or attempted to) the internet."""
     assert ui.external_requests == []
+
+
+def test_a_shared_url_reopens_its_view_and_follows_changes(ui):
+    """?left=...&right=...&projection=...&index=...&tab=... opens those models, that projection and that item
+    on the Latent map; the page rewrites its address as they change (history.replaceState), so copying it
+    shares the view. A second page of the same browser, so the shared page keeps its state."""
+    page = ui.page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.route("**/*", lambda r: r.continue_() if urlsplit(r.request.url).hostname in LOCAL_HOSTS else r.abort())
+    try:
+        base = ui.page.url.split("?")[0]
+        page.goto(f"{base}?left=digits_conv_ae&right=digits_beta_vae&projection=pca&index=17&tab=map")
+        page.wait_for_function(JS_PLOT_READY, arg="map_left", timeout=60_000)
+        expect(page.locator("#map_left_model input")).to_have_value("digits_conv_ae")
+        expect(page.locator("#map_right_model input")).to_have_value("digits_beta_vae")
+        # The whole page loads first (a minute or more on a busy 2-core machine), then the item is picked.
+        expect(page.locator("#map_index input")).to_have_value("17", timeout=150_000)
+        expect(page.locator("#sel_caption")).to_contain_text("Test image 17", timeout=60_000)
+        page.wait_for_function("() => { const gd = document.querySelector('#map_left .js-plotly-plot');"
+                               " return !!(gd && gd.layout.title && String(gd.layout.title.text || '')"
+                               ".includes('digits_conv_ae') && String(gd.layout.title.text).includes('PCA')); }")
+        page.wait_for_function(f"() => ({JS_RINGS})().every(i => i === 17)", timeout=90_000)
+        screenshot(page, "url_state_opened")
+        # Changes go into the address: another item, another tab.
+        page.locator("#map_index input").fill("23")
+        page.locator("#map_index input").press("Enter")
+        page.wait_for_function("() => new URL(location.href).searchParams.get('index') === '23'")
+        open_tab(page, "Diagnostics")
+        page.wait_for_function("() => new URL(location.href).searchParams.get('tab') === 'diagnostics'")
+        shared = page.url
+        assert "left=digits_conv_ae" in shared and "right=digits_beta_vae" in shared, shared
+        # The address opens the tab it names (its views fill in as after a click).
+        page.goto(shared)
+        expect(page.get_by_role("tab", name="Diagnostics", exact=True)).to_have_attribute("aria-selected", "true",
+                                                                                           timeout=150_000)
+        expect(page.locator("#dg_text")).to_contain_text("dimensions active", timeout=60_000)
+        expect(page.locator("#map_index input")).to_have_value("23", timeout=60_000)
+    finally:
+        page.close()
+
+
+def test_diagnostics_attribute_vectors_and_export(ui):
+    """Attribute vectors: the strip, the histogram by group and the strength slider's decode; another pair of
+    groups changes them. Export: the codes CSV and a figure arrive as downloads."""
+    page = ui.page
+    open_tab(page, "Diagnostics")
+    open_tab(page, "Attribute vectors")
+    text = page.locator("#av_text")
+    expect(text).to_contain_text("1 → 7", timeout=60_000)
+    expect(text).to_contain_text("Consistency")
+    page.wait_for_function(JS_PLOT_READY, arg="av_hist")
+    strip = wait_img(page, "av_strip")
+    moved = wait_img(page, "av_moved")
+    screenshot(page, "diagnostics_attribute_vectors")
+    set_range(page, "av_strength", -2)
+    page.locator("#av_strength input[type=range]").dispatch_event("change")
+    page.locator("#av_strength input[type=range]").dispatch_event("pointerup")
+    wait_img(page, "av_moved", other_than=moved)
+    choose(page, "av_b", "0")
+    expect(text).to_contain_text("1 → 0", timeout=30_000)
+    wait_img(page, "av_strip", other_than=strip)
+    open_tab(page, "Export")
+    page.locator("#ex_codes").click()
+    expect(page.locator("#ex_note")).to_contain_text("digits_vae_codes.csv", timeout=30_000)
+    link = page.locator("#ex_files a[href$='digits_vae_codes.csv']")
+    expect(link).to_have_count(1)
+    downloaded = page.request.get(link.get_attribute("href")).text()  # what the link gives
+    assert downloaded.splitlines()[0] == "z0,z1,label,label_name" and len(downloaded.splitlines()) == 360
+    page.locator("#ex_bundle").click()
+    expect(page.locator("#ex_note")).to_contain_text("python -m vae_explorer train --model vae", timeout=30_000)
+    screenshot(page, "diagnostics_export")
+    assert_clean(ui)

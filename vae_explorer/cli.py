@@ -1,4 +1,4 @@
-"""Command line: `python -m vae_explorer {models,train,eval,sample}`.
+"""Command line: `python -m vae_explorer {models,train,eval,sample,export}`.
 
 `train` has a flag for every field of a run (runs.py generates them from the
 config dataclasses). Every argument is checked before any work starts, and so
@@ -77,6 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--temperature", type=float, default=1.0)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--scale", type=int, default=4, help="pixel upscaling of the saved grid")
+
+    x = sub.add_parser("export", help="a checkpoint's test codes (CSV, Embedding Projector files) or its run bundle")
+    x.add_argument("what", choices=("codes", "projector", "bundle"),
+                   help="codes: CSV of the test codes with labels; projector: a zip of TensorBoard's Embedding "
+                        "Projector files (tensors.tsv, metadata.tsv, sprite.png, projector_config.pbtxt); bundle: "
+                        "a zip of the checkpoint, its description, metrics and the command that trains it again")
+    x.add_argument("--checkpoint", required=True, help="a checkpoint path or name, with or without .safetensors")
+    x.add_argument("--out", required=True, help="the file to write (.csv for codes, .zip otherwise)")
+    x.add_argument("--data-root", default=None, help="where the checkpoint's dataset lives (codes, projector)")
     return p
 
 
@@ -265,6 +274,36 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from . import export
+    from .cards import model_card
+
+    model, meta = _load(args.checkpoint, "cpu")
+    path = find_checkpoint(args.checkpoint)
+    out = os.path.abspath(args.out)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    if args.what == "bundle":
+        files = export.run_bundle(path, model_card(path.stem, model, meta, MODELS.get(meta["model"])))
+        content, note = export.zip_files(files), f"{', '.join(files)}"
+    else:
+        try:
+            data = load_dataset_for(meta, args.data_root)
+        except DatasetError as e:
+            raise UsageError(str(e)) from None
+        codes = export.test_codes(model, data)
+        names = export.label_names(data)
+        if args.what == "codes":
+            content = export.codes_csv(codes, data.test_y.numpy(), names).encode()
+        else:
+            files = export.projector_files(codes, data.test_y.numpy(), names, export.thumbnails(data), path.stem)
+            content = export.zip_files(files, path.stem)
+        note = f"{len(codes):,} test codes of {codes.shape[1]} dimensions"
+    with open(out, "wb") as f:
+        f.write(content)
+    print(f"wrote {args.out}: {note}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     load_plugins()  # models registered outside the package get their flags too
     args = None
@@ -275,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(f"{name:<{width}}  {entry.description}" if args.describe else name
                             for name, entry in MODELS.items()))
             return 0
-        return {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample}[args.command](args)
+        return {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample,
+                "export": cmd_export}[args.command](args)
     except UsageError as e:
         if getattr(args, "events", False):  # a program reading events gets the refusal as one
             _print_event(TrainEvent("error", message=str(e)))

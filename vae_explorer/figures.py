@@ -79,6 +79,13 @@ def loss_curves(train: list[tuple[float, dict]], test: list[tuple[int, dict]],
     if values and min(values) > 0:
         fig.update_yaxes(type="log", dtick=1)  # a label per power of ten: readable at a glance
     fig.update_xaxes(title_text="epoch")
+    active = [(epoch, values["active_units"]) for epoch, values in test if "active_units" in values]
+    if active:  # models with a posterior: how many latent dimensions are in use, in a panel of its own
+        xs, ys = zip(*active)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name="active units (test)", xaxis="x2",
+                                 yaxis="y2", line=dict(color="black")))
+        fig.update_layout(xaxis=dict(domain=[0, 0.62]), xaxis2=dict(domain=[0.74, 1], anchor="y2", title_text="epoch"),
+                          yaxis2=dict(anchor="x2", title_text="active units", rangemode="tozero", dtick=1 if max(ys) <= 10 else None))
     return _layout(fig, title, 360)
 
 
@@ -277,3 +284,24 @@ def codebook_grid(pictures: list[str], counts: np.ndarray, title: str, chosen: i
                      scaleanchor="x")
     fig.update_layout(plot_bgcolor="#f4f4f4")
     return _layout(fig, title, 60 * rows + 90)
+
+
+def attribute_projection(values: np.ndarray, group: np.ndarray, names: tuple[str, str], title: str,
+                         marked: float | None = None) -> go.Figure:
+    """Histograms of every code's coordinate along an attribute direction: group A (group == 0), group B
+    (group == 1) and the other items (group == -1, grey), overlaid; `marked`: the chosen item's position."""
+    fig = go.Figure()
+    bins = dict(start=float(values.min()), end=float(values.max()) + 1e-9,
+                size=max(float(values.max() - values.min()) / 50, 1e-9))
+    for g, name, colour in ((-1, "other items", "#bab0ac"), (0, names[0], PALETTE[0]), (1, names[1], PALETTE[2])):
+        chosen = values[group == g]
+        if len(chosen):
+            fig.add_trace(go.Histogram(x=chosen, xbins=bins, name=f"{name} ({len(chosen)})", marker_color=colour,
+                                       opacity=0.75))
+    if marked is not None:
+        fig.add_vline(x=marked, line=dict(color="black", width=2, dash="dash"), annotation_text="chosen item",
+                      annotation_position="top")
+    fig.update_layout(barmode="overlay", bargap=0.02)
+    fig.update_xaxes(title_text="position along the direction (z · unit vector)")
+    fig.update_yaxes(title_text="items")
+    return _layout(fig, title, 320)

@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .checkpoints import (checkpoint_path, load_checkpoint, load_train_state, read_metadata, restore_train_state,
                           save_checkpoint, train_state)
 from .data import Dataset
+from .latent import ACTIVE_VARIANCE, latent_usage
 from .devices import PRECISIONS, autocast, choose_precision, describe_device, resolve_device
 from .metrics import evaluate
 from .models import Autoencoder, setting
@@ -239,6 +240,20 @@ def _resume(ckpt, model, optimizer, scaler, device) -> list[dict]:
     return list(meta.get("metrics", []))
 
 
+@torch.no_grad()
+def epoch_usage(model: Autoencoder, items: torch.Tensor, kind) -> dict | None:
+    """For a model with a posterior (asked of the model: `posterior` is None for the others), how it uses its
+    latent dimensions over `items`: the count of active units (variance over the items of the posterior mean
+    above ACTIVE_VARIANCE, Burda et al. 2016), and per dimension that variance and the mean KL to N(0, 1) in
+    nats. Recorded after every epoch; None for models without a posterior."""
+    if not len(items) or model.posterior(kind.prepare(items[:1])) is None:
+        return None
+    usage = latent_usage(model, items, kind, batch_size=500)
+    return {"active_units": int(usage.active.sum()), "active_variance": ACTIVE_VARIANCE,
+            "variance": [round(float(v), 6) for v in usage.variance],
+            "kl_per_dim": [round(float(v), 6) for v in usage.kl]}
+
+
 def fit(model: Autoencoder, data: Dataset, config: TrainConfig,
         callback: Callable[[TrainEvent], None] | None = None, stop: StopFlag | None = None,
         resume: bool = False, dataset_info: dict | None = None) -> FitResult:
@@ -351,12 +366,16 @@ def _fit(model: Autoencoder, data: Dataset, config: TrainConfig, callback, stop,
             continue
         test_metrics = evaluate(model, eval_x, kind, iwae_k=config.iwae_k, iwae_images=config.iwae_images)
         model.eval()  # eval mode: no training-time side effects (VQ usage statistics, collectives)
+        usage = epoch_usage(model, eval_x, kind)
+        if usage is not None:
+            test_metrics["active_units"] = float(usage["active_units"])
         recon = kind.store(model.reconstruct(kind.prepare(fixed))).cpu() if len(fixed) else fixed.cpu()
         model.train()
         recon_history.append(recon)
         images_per_s = seen * world / max(train_time, 1e-9)
         history.append({"epoch": epoch + 1, "train": train_metrics, "test": test_metrics, "test_items": len(eval_x),
-                        "train_seconds": round(train_time, 3), "images_per_s": round(images_per_s, 1)})
+                        "train_seconds": round(train_time, 3), "images_per_s": round(images_per_s, 1),
+                        **({"latent": usage} if usage is not None else {})})
         if ckpt is not None:
             tensors, info = train_state(optimizer, scaler)
             meta = {

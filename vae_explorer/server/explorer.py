@@ -13,6 +13,7 @@ import json
 import math
 import re
 import shutil
+import tempfile
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,12 +22,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .. import figures
+from .. import export, figures
 from ..codebook import code_images, codebook_usage, level_errors, top_items
 from ..cards import model_card
 from ..data import DATASETS
 from ..data.downloads import DOWNLOADABLE, is_present
 from ..data.image_sets import expected_files
+from ..attributes import AttributeVector, apply_attribute, attribute_vector, projections
 from ..anomaly import THRESHOLD_RULES, choose_threshold, curves, detection_report
 from ..data.dataset import UploadError
 from ..disentanglement import COLLAPSED_STD, EXPLAINS_NOTHING, scorecard
@@ -100,6 +102,7 @@ class Explorer:
         self.jobs = TrainingJobs(checkpoint_dir, data_root, memory_limit=train_memory_limit, lock_file=train_lock)
         self.downloads = DatasetDownloads(data_root)
         self._baselines: dict[tuple, PCABaseline] = {}
+        self._exports = Path(tempfile.mkdtemp(prefix="vae_explorer_exports-"))  # the page's downloads
         self._lock = threading.Lock()
 
     # ---- helpers ---------------------------------------------------------------------
@@ -1161,6 +1164,147 @@ class Explorer:
             return (f"**{title}** is ready in {folder}: models trained on it open like any other, and you can "
                     "train on it here.", False)
         return f"**{title}** could not be downloaded. {state.message}", False
+
+    # ---- attribute vectors -----------------------------------------------------------------
+
+    ATTRIBUTE_STRENGTHS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)  # the strip's columns
+
+    def attribute_groups(self, name: str) -> list[str]:
+        """The labels a group can be chosen by (the data's class names)."""
+        return list(self._data(self.load(name)).classes)
+
+    def _attribute(self, entry: LoadedCheckpoint, group_a: str, group_b: str) -> AttributeVector:
+        classes = list(self._data(entry).classes)
+        for g in (group_a, group_b):
+            if g not in classes:
+                raise ViewError(f"{entry.name}'s test items are labelled {', '.join(classes) or 'by nothing'}; "
+                                f"choose two of those groups, not {g!r}")
+        if group_a == group_b:
+            raise ViewError("choose two different groups: the direction goes from group A's mean code to B's")
+        a, b = classes.index(group_a), classes.index(group_b)
+        return entry.cached(("attribute", a, b), lambda: attribute_vector(
+            entry.codes, entry.labels == a, entry.labels == b))
+
+    def attribute_view(self, name: str, group_a: str, group_b: str, index=0) -> tuple[Image.Image, object, str]:
+        """The attribute vector from group A's mean code to group B's: a strip of the chosen test item decoded
+        at several strengths, the histogram of every code's position along the direction (coloured by group),
+        and the numbers (Markdown)."""
+        entry = self.load(name)
+        vector = self._attribute(entry, group_a, group_b)
+        i = self._index(entry, index)
+        z = apply_attribute(entry.codes[i], vector, self.ATTRIBUTE_STRENGTHS)
+        kind, item = entry.kind, entry.kind.item
+        decoded = entry.decode(torch.as_tensor(z, dtype=torch.float32))
+        strip = kind.grid(kind.concat([self._test_items(entry, [i]), decoded]), nrow=len(self.ATTRIBUTE_STRENGTHS) + 1, target=64,
+                          labels=[f"test {item} {i}", *(f"{s:+g}" for s in self.ATTRIBUTE_STRENGTHS)])
+        values = projections(entry.codes, vector)
+        classes = list(self._data(entry).classes)
+        group = np.full(len(values), -1)
+        group[entry.labels == classes.index(group_a)] = 0
+        group[entry.labels == classes.index(group_b)] = 1
+        fig = figures.attribute_projection(values, group, (group_a, group_b),
+                                           f"{name}: codes along {group_a} → {group_b}", float(values[i]))
+        length = float(np.linalg.norm(vector.direction))
+        spread = float(np.sqrt(np.mean(np.var(entry.codes, 0)) * entry.codes.shape[1]))
+        lines = [f"**{group_a} → {group_b}** in {name}'s {entry.model.latent_dim}-D codes: the mean code of the "
+                 f"{vector.size_b} test {item}s labelled {group_b} minus that of the {vector.size_a} labelled "
+                 f"{group_a}; length **{length:.3g}** (the codes' overall spread: {spread:.3g}).",
+                 f"Consistency **{vector.consistency:.2f}**: the mean cosine between each individual pair's "
+                 f"difference (a {group_b} code minus a {group_a} code, {vector.pairs:,} pairs) and this direction; "
+                 "1 if every pair differs exactly along it, near 0 if the groups differ in unrelated ways.",
+                 f"Strip: test {item} {i} (label {self._data(entry).label(i)}), then its code plus s × the "
+                 f"direction decoded, s = " + ", ".join(f"{s:g}" for s in self.ATTRIBUTE_STRENGTHS)
+                 + f" (s = 1 adds the whole {group_a} → {group_b} difference). Below: every test code's position "
+                 f"along the direction; the dashed line is {item} {i}."]
+        return strip, fig, "  \n".join(lines)
+
+    def attribute_at(self, name: str, group_a: str, group_b: str, index=0, strength=1.0):
+        """The chosen test item's code plus strength × the attribute direction, decoded (the slider's view)."""
+        entry = self.load(name)
+        vector = self._attribute(entry, group_a, group_b)
+        s = number_input(strength, "Strength", -3, 3)
+        z = apply_attribute(entry.codes[self._index(entry, index)], vector, [s])
+        return entry.kind.show(entry.decode(torch.as_tensor(z, dtype=torch.float32))[0], target=160)
+
+    # ---- export -----------------------------------------------------------------------------
+
+    # The figures the Export view writes: name -> the view's method and which of its outputs is the figure.
+    EXPORT_FIGURES = {
+        "latent map": ("latent_map", None), "KL per dimension": ("latent_usage", 0),
+        "code variance per dimension": ("latent_usage", 1), "prior vs codes: moments": ("prior_fit", 0),
+        "prior vs codes: distances": ("prior_fit", 1), "disentanglement: DCI importance": ("disentanglement", 0),
+        "linear AE vs PCA: principal angles": ("linear_pca", 0), "codebook usage": ("codebook", 0)}
+
+    def _export_folder(self, what: str) -> Path:
+        """A fresh folder for one export's files, outside the checkpoints folder (the page downloads them)."""
+        return Path(tempfile.mkdtemp(prefix=f"{what}-", dir=self._exports))
+
+    def export_codes(self, name: str) -> tuple[str, str]:
+        """The test codes with labels as CSV: (the file's path, a note)."""
+        entry = self.load(name)
+        data = self._data(entry)
+        path = self._export_folder("codes") / f"{entry.name}_codes.csv"
+        path.write_text(export.codes_csv(entry.codes, entry.labels, export.label_names(data)))
+        d = entry.model.latent_dim
+        return str(path), (f"**{path.name}**: {len(entry.codes):,} test {entry.kind.item}s of {entry.dataset_name}, "
+                           f"one per line: z0..z{d - 1} ({entry.model.name} `encode`: "
+                           f"{'the posterior mean' if self._usage(entry).kl is not None else 'the code'}), the "
+                           f"label's index and its name. `np.loadtxt(f, delimiter=',', skiprows=1, "
+                           f"usecols=range({d}))` reads the codes back.")
+
+    def export_projector(self, name: str) -> tuple[str, str]:
+        """The TensorBoard Embedding Projector's files of the test codes, zipped: (the zip's path, a note)."""
+        entry = self.load(name)
+        data = self._data(entry)
+        pictures = export.thumbnails(data)
+        files = export.projector_files(entry.codes, entry.labels, export.label_names(data), pictures, entry.name)
+        path = self._export_folder("projector") / f"{entry.name}_projector.zip"
+        path.write_bytes(export.zip_files(files, entry.name))
+        sprite = ("sprite.png (one thumbnail per code, row by row)" if pictures is not None else
+                  f"no sprite ({entry.kind.item}s are not pictures)")
+        return str(path), (f"**{path.name}**: tensors.tsv ({len(entry.codes):,} × {entry.model.latent_dim}), "
+                           f"metadata.tsv (index, label, label name), {sprite} and projector_config.pbtxt. Unzip it "
+                           f"into a TensorBoard log folder (`tensorboard --logdir FOLDER`, Projector tab), or load "
+                           f"the two .tsv files at projector.tensorflow.org.")
+
+    def export_bundle(self, name: str) -> tuple[str, str]:
+        """The run bundle: the checkpoint, its description and card, its metrics and the command that trains it
+        again, zipped: (the zip's path, a note with the command)."""
+        entry = self.load(name)
+        try:
+            files = export.run_bundle(entry.path, self.card(name))
+        except (ValueError, OSError) as e:
+            raise ViewError(f"{name}: no run bundle ({e})") from None
+        path = self._export_folder("bundle") / f"{entry.name}_bundle.zip"
+        path.write_bytes(export.zip_files(files, entry.name))
+        command = files["command.sh"].decode().strip().splitlines()[-1]
+        return str(path), (f"**{path.name}**: {', '.join(files)}. command.sh trains the same model with the "
+                           f"settings recorded in the checkpoint:\n\n```\n{command}\n```")
+
+    def export_figure(self, name: str, figure: str) -> tuple[list[str], str]:
+        """One of the views' figures of this model as interactive HTML (plotly.js inside: it opens offline) and
+        PNG (drawn by kaleido): ([html path, png path], a note)."""
+        if figure not in self.EXPORT_FIGURES:
+            raise ViewError(f"figures that export: {', '.join(self.EXPORT_FIGURES)}; not {figure!r}")
+        method, which = self.EXPORT_FIGURES[figure]
+        result = getattr(self, method)(name)
+        fig = result.figure if which is None else result[which]
+        if fig is None:
+            text = result[-1] if isinstance(result, tuple) else ""
+            raise ViewError(f"{name} has no {figure} figure. " + str(text).replace("**", "")[:300])
+        folder = self._export_folder("figure")
+        stem = re.sub(r"[^A-Za-z0-9]+", "_", f"{name} {figure}").strip("_")
+        html = folder / f"{stem}.html"
+        html.write_text(export.figure_html(fig))
+        paths, note = [str(html)], f"**{html.name}**: the interactive figure (plotly.js inside, opens offline)"
+        try:
+            png = folder / f"{stem}.png"
+            png.write_bytes(export.figure_png(fig))
+            paths.append(str(png))
+            note += f"; **{png.name}**: the same as a picture (drawn by kaleido in a local Chromium)."
+        except export.ExportError as e:
+            note += f". No PNG: {e}."
+        return paths, note
 
     # ---- 8. train ------------------------------------------------------------------------
 
