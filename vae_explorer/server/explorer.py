@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -58,6 +59,7 @@ SLIDER_IMAGE, INTERPOLATION_IMAGE = 192, 160  # pixels high: the decoded item in
 PAGE_DECODERS = "page_decoders"  # in the checkpoints folder: the decoders written for pages
 HOVER_TILES = "hover_tiles"  # in the checkpoints folder: the sprite sheets of the maps' hover
 PCA_EXAMPLES = 8  # test items reconstructed by a linear AE and by PCA, side by side
+EXPORT_KEEP_S = 600  # an export's own copy of its files: Gradio has copied them into its cache long before
 CODE_USERS = 8  # test items shown for a chosen code: those whose tokens use it most
 LEVEL_EXAMPLES = 6  # test items shown after each residual VQ level
 DRAWN_IMAGE = 112  # pixels high: the drawing as a model sees it, and its reconstruction
@@ -204,6 +206,7 @@ class Explorer:
         """Stop the training and UMAP processes."""
         self.jobs.close()
         self.umap.close()
+        shutil.rmtree(self._exports, ignore_errors=True)
 
     # ---- 1. latent map ----------------------------------------------------------------
 
@@ -1237,6 +1240,15 @@ class Explorer:
 
     def _export_folder(self, what: str) -> Path:
         """A fresh folder for one export's files, outside the checkpoints folder (the page downloads them)."""
+        # Gradio copies a returned file into its own cache (kept under the app's cap) as it answers: an
+        # export's folder is only needed until then, so those of earlier exports go.
+        cutoff = time.time() - EXPORT_KEEP_S
+        for old in self._exports.iterdir():
+            try:
+                if old.stat().st_mtime < cutoff:
+                    shutil.rmtree(old, ignore_errors=True)
+            except FileNotFoundError:
+                pass
         return Path(tempfile.mkdtemp(prefix=f"{what}-", dir=self._exports))
 
     def export_codes(self, name: str) -> tuple[str, str]:
