@@ -325,10 +325,10 @@ def map_tab(page: Page) -> None:
                                             "(name) => trigger('mapclick'));")
                    for side in ("left", "right")}
         # decode_at for API clients: a model, a projection and a map position -> the decoded item.
-        with gr.Row(visible="hidden"):
-            api_model = gr.Textbox(label="Model", elem_id="map_api_model")
-            api_x = CheckedNumber(label="x (map coordinate)", elem_id="map_api_x")
-            api_y = CheckedNumber(label="y (map coordinate)", elem_id="map_api_y")
+        with gr.Row(visible=False):  # not on the page: its endpoint works all the same
+            api_model = gr.Textbox(page.default("digits_ae"), label="Model", elem_id="map_api_model")
+            api_x = CheckedNumber(0.0, label="x (map coordinate)", elem_id="map_api_x")
+            api_y = CheckedNumber(0.0, label="y (map coordinate)", elem_id="map_api_y")
             api_button = gr.Button("decode at", elem_id="map_api_button")
 
     def show_maps(left, right, projection, index, colour_by="label"):
@@ -622,6 +622,8 @@ def draw_section(page: Page, left, right, projection) -> None:
 
     def resample_drawing_api(left_model: str, right_model: str, drawing: str, seed: int = 0) -> dict:
         """Decode samples z ~ q(z|x) of each model for a drawing (a data:image/png;base64 URL)."""
+        # The seed is the call's, not a model's: a bad one refuses the call rather than each model's answer.
+        seed = number_input(seed, "the seed", 0, 2**32 - 1, whole=True)
         return {"maps": resampled(ex, [left_model, right_model], drawing, seed)}
 
     gr.api(user_errors(encode_drawing_api), api_name="draw_encode")
@@ -1154,13 +1156,24 @@ def url_state(page: Page, blocks: gr.Blocks, tabs: gr.Tabs) -> None:
     # fill in), and the selected item is picked as a click on the map would pick it.
     # Once the page's own load calls have answered (no component pending; the map's load-time selection of its
     # default item would otherwise land after ours), the tab is clicked open and the item picked.
-    pick = ("(s) => { const v = JSON.parse(s || '{}'); const go = () => {"
-            " if (document.querySelector('.pending')) { setTimeout(go, 100); return; }"
-            " if (v.tab) { const bs = [...document.querySelectorAll(`button[role=tab][data-tab-id='${v.tab}']`)];"
-            " const b = bs.find(b => b.offsetParent !== null) || bs[0]; if (b) b.click(); }"
-            " if (/^\\d+$/.test(v.index || '')) { window.__vaePick = parseInt(v.index);"
-            " const p = document.querySelector('#pick_button'); if (p) p.click(); }"
-            " window.vaeUrlReady = true; }; setTimeout(go, 100); }")
+    # The page's other load-time events can land after the pick and redraw the maps around their default item:
+    # once everything has settled the maps' rings are checked, and the item picked again if they do not show it.
+    pick = ("(s) => { const v = JSON.parse(s || '{}');"
+            " const settle = (then) => { let quiet = 0; const tick = () => {"
+            "   quiet = document.querySelector('.pending') ? 0 : quiet + 100;"
+            "   if (quiet >= 600) then(); else setTimeout(tick, 100); }; setTimeout(tick, 100); };"
+            " const ringed = (i) => ['left', 'right'].every(side => {"
+            "   const gd = document.querySelector(`#map_${side} .js-plotly-plot`);"
+            "   const t = gd && gd._fullData && gd._fullData.find(t => t.name === 'selected');"
+            "   return !!t && Number(t.customdata[0]) === i; });"
+            " const pickItem = (i, tries) => { window.__vaePick = i;"
+            "   const p = document.querySelector('#pick_button'); if (p) p.click();"
+            "   settle(() => { if (!ringed(i) && tries > 1) pickItem(i, tries - 1); }); };"
+            " settle(() => {"
+            "   if (v.tab) { const bs = [...document.querySelectorAll(`button[role=tab][data-tab-id='${v.tab}']`)];"
+            "     const b = bs.find(b => b.offsetParent !== null) || bs[0]; if (b) b.click(); }"
+            "   if (/^\\d+$/.test(v.index || '')) pickItem(parseInt(v.index), 4);"
+            "   window.vaeUrlReady = true; }); }")
     wire(page.load, from_url, None, [widgets[k] for k in keys] + [opened], api_visibility="private",
          show_progress="hidden").then(None, opened, None, js=pick)
     for key, widget in widgets.items():
