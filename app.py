@@ -75,7 +75,8 @@ CLICK_BRIDGE = """
 # Views decoded in the page while a slider moves (decoder.js): key -> (its canvas view, the server's image).
 # decoder.js sets <html data-vae-KEY="page|loading|server">: the canvas shows only while the page decodes,
 # the server's image otherwise (a model the page cannot run, a decoder still loading).
-PAGE_VIEWS = {"sl": ("sl_view", "sl_image"), "in-a": ("in_view_a", "in_img_a"), "in-b": ("in_view_b", "in_img_b")}
+PAGE_VIEWS = {"sl": ("sl_view", "sl_image"), "in-a": ("in_view_a", "in_img_a"), "in-b": ("in_view_b", "in_img_b"),
+              "map-left": ("map_left_view", "map_left_decoded"), "map-right": ("map_right_view", "map_right_decoded")}
 PAGE_VIEW = ('<div class="vae-view"><p class="vae-label">{label}</p><canvas width="1" height="1"></canvas>'
              '<p class="vae-caption"><span class="vae-how"></span><span class="vae-ms"></span></p></div>')
 
@@ -285,6 +286,9 @@ def map_tab(page: Page) -> None:
             decoded = {}
             for side, label in (("left", "Left map"), ("right", "Right map")):
                 with gr.Column():
+                    # The page decodes the marker's position itself while it moves (map_touch.js), in this view;
+                    # the server's image stands in where it cannot (UMAP maps, tables).
+                    page_view(f"map-{side}", f"{label}: decoded at the marker")
                     decoded[side] = (gr.Image(label=f"{label}: decoded at the marker", format="png",
                                               elem_id=f"map_{side}_decoded", height=160),
                                      table_twin(f"map_{side}_decoded_rows", f"{label}: decoded at the marker"),

@@ -611,8 +611,9 @@ def test_train_shows_progress_and_cancels(ui):
     page.locator("#tr_name textarea").fill(f"browser_test_{int(time.time())}")
     page.locator("#tr_start").click()
     try:
-        expect(status).to_contain_text("status running", timeout=20_000)
-        page.wait_for_function(f"() => ({JS_CURVE_POINTS})() >= 2", timeout=20_000)
+        # A fresh process imports torch and loads the data first: tens of seconds on a busy 2-core machine.
+        expect(status).to_contain_text("status running", timeout=90_000)
+        page.wait_for_function(f"() => ({JS_CURVE_POINTS})() >= 2", timeout=30_000)
         first = page.evaluate(JS_CURVE_POINTS)
         page.wait_for_function(f"n => ({JS_CURVE_POINTS})() > n", arg=first, timeout=10_000)
         grown = page.evaluate(JS_CURVE_POINTS)

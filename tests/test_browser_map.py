@@ -7,6 +7,7 @@ test opens the Latent map tab and waits for the state it needs.
 from __future__ import annotations
 
 import io
+import json
 import re
 import urllib.request
 
@@ -15,8 +16,8 @@ import pytest
 from PIL import Image
 
 from . import test_browser
-from .test_browser import (JS_ISOLATED_POINT, JS_PLOT_READY, SCREENSHOTS, assert_clean, expect, img_src, open_tab,
-                           screenshot, wait_img, wait_quiet)
+from .test_browser import (JS_ISOLATED_POINT, JS_PLOT_READY, JS_TIMER_FNS, SCREENSHOTS, assert_clean,
+                           assert_matches_server, canvas_pixels, expect, img_src, open_tab, screenshot, wait_quiet)
 
 ui = test_browser.ui  # the same page fixture (one page for this module)
 
@@ -53,6 +54,14 @@ def fetched(page, elem_id: str) -> np.ndarray:
     """The image #elem_id shows, fetched from the server as the page did."""
     with urllib.request.urlopen(img_src(page, elem_id), timeout=10) as r:
         return np.asarray(Image.open(io.BytesIO(r.read())).convert("L"), np.float32)
+
+
+def wait_src(page, elem_id: str, other_than: str | None = None) -> str:
+    """Wait until #elem_id's image has a source (another than `other_than`). Not that it loaded: while the page
+    decodes a map's marker itself the server's image is hidden, and Chromium defers hidden lazy images."""
+    page.wait_for_function("""([id, old]) => { const i = document.querySelector(`#${id} img`);
+        return !!(i && i.src && i.src !== old); }""", arg=[elem_id, other_than])
+    return img_src(page, elem_id)
 
 
 def caption_position(page, side: str) -> tuple[float, float]:
@@ -115,7 +124,7 @@ def click_empty(ui, side: str = "left") -> dict:
     marker = page.evaluate(JS_MARKER, f"map_{side}")
     page.wait_for_function(JS_CAPTION_AT, arg=[side, marker["x"], marker["y"]])
     wait_quiet(ui)
-    wait_img(page, f"map_{side}_decoded")
+    wait_src(page, f"map_{side}_decoded")
     return spot
 
 
@@ -144,35 +153,59 @@ def test_a_click_on_empty_space_decodes_there(ui):
     assert_clean(ui)
 
 
+JS_MAP_FRAMES = "key => window.vaePage.frames.filter(f => f.view === key).length"
+
+
 def test_dragging_the_marker_decodes_its_latest_position(ui):
+    """The page decodes the dragged marker itself (a raw 2-D map: decoder.js's view map-left), with no
+    request while it moves; the server hears the final position and captions it."""
     page = ui.page
     ready_map(ui)
     click_empty(ui)
+    page.wait_for_function("() => window.vaePage.views['map-left'].mode === 'page'")
     wait_quiet(ui)
     marker = page.evaluate(JS_MARKER, "map_left")
     ranges = page.evaluate(JS_RANGES, "map_left")
     before = img_src(page, "map_left_decoded")
+    frames_before = page.evaluate(JS_MAP_FRAMES, "map-left")
     # Towards the middle of the plot, 40 moves of the mouse (the marker stays on the map).
     centre = page.evaluate("""() => { const gd = document.querySelector('#map_left .js-plotly-plot');
         const fl = gd._fullLayout, r = gd.getBoundingClientRect();
         return [r.left + fl.xaxis._offset + fl.xaxis._length / 2, r.top + fl.yaxis._offset + fl.yaxis._length / 2]; }""")
     steps = 40
     dx, dy = (centre[0] - marker["cx"]) / steps, (centre[1] - marker["cy"]) / steps
+    timer_fns = set(page.evaluate(JS_TIMER_FNS))  # the page's timers poll on their own (e.g. for trainings)
+    requests, polls, streams = [], [], []
+
+    def on_request(r):
+        fn = json.loads(r.post_data).get("fn_index") if r.post_data and r.post_data.startswith("{") else None
+        if "/heartbeat/" in r.url:
+            return
+        (polls if fn in timer_fns else streams if "/queue/data" in r.url else requests).append(f"{r.url} fn={fn}")
+
     page.mouse.move(marker["cx"], marker["cy"])
+    page.on("request", on_request)
     page.mouse.down()
     for k in range(1, steps + 1):
         page.mouse.move(marker["cx"] + dx * k, marker["cy"] + dy * k)
+    during = list(requests)  # a queued call's result stream is counted when there are more than the polls'
+    drawn = page.evaluate(JS_MAP_FRAMES, "map-left") - frames_before
     page.mouse.up()
+    page.remove_listener("request", on_request)
+    assert during == [] and len(streams) <= len(polls), f"requests while the marker moved: {during}, {streams}"
+    assert drawn >= steps - 1, f"the page drew {drawn} frames for {steps} moves"
     end = page.evaluate(JS_MARKER, "map_left")
     assert end and abs(end["cx"] - centre[0]) <= 2 and abs(end["cy"] - centre[1]) <= 2, (end, centre)
     # The caption and the image end at the marker's last position, whatever the calls in between did.
     page.wait_for_function(JS_CAPTION_AT, arg=["left", end["x"], end["y"]])
     wait_quiet(ui)
-    wait_img(page, "map_left_decoded", other_than=before)
+    wait_src(page, "map_left_decoded", other_than=before)
     meta = page.evaluate("() => document.querySelector('#map_left .js-plotly-plot')._fullLayout.meta.map")
     expected, _ = ui.explorer.decode_at(meta["model"], meta["projection"], end["x"], end["y"])
     np.testing.assert_allclose(fetched(page, "map_left_decoded"), np.asarray(expected.convert("L"), np.float32),
                                atol=1)
+    # What the page drew last is the server's decode of the same position, within one grey level.
+    assert_matches_server(canvas_pixels(page, "map_left_view"), expected, "the marker decoded in the page")
     assert page.evaluate(JS_RANGES, "map_left") == ranges  # a drag of the marker is not a zoom box
     screenshot(page, "latent_map_marker_dragged")
     assert_clean(ui)

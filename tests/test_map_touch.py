@@ -81,6 +81,30 @@ def test_decode_at_a_table_model_gives_a_row(explorer):
     assert len(table) == 1 and "PCA map" in caption
 
 
+@pytest.mark.parametrize("name, projection", [("digits_vae", "raw"), ("digits_conv_vae", "pca"),
+                                              ("digits_vq_vae", "auto")])
+def test_the_pages_plane_is_the_servers_code_at_every_map_point(explorer, name, projection):
+    """The page decodes the dragged marker itself from map_page's spec (offset + (x, y) · directions): at any
+    map position that code must be the one the server's decode_at uses, and the decoder the sliders' file."""
+    spec = explorer.map_page(name, projection)
+    assert spec["decoder"] == str(explorer.page_decoder(name).index_file) != "None"
+    for x, y in [(0.0, 0.0), (0.7, -1.3), (-2.5, 0.4)]:
+        z, method, _ = explorer.map_point_code(name, projection, x, y)
+        page = np.asarray(spec["offset"]) + np.array([x, y]) @ np.asarray(spec["directions"])
+        np.testing.assert_allclose(page, z, atol=1e-5)
+        assert spec["projection"] == method
+    # It rides on the map's figure, for the same projection the map shows.
+    meta = explorer.latent_map(name, projection).figure.layout.meta
+    assert meta["map"]["page"] == spec
+
+
+def test_the_server_decodes_where_the_page_cannot(explorer):
+    assert explorer.map_page("digits_vae", "umap")["decoder"] is None
+    assert "UMAP" in explorer.map_page("digits_vae", "umap")["reason"]
+    table = explorer.map_page("breast_cancer_tabular_ae", "auto")
+    assert table["decoder"] is None and "table" in table["reason"]
+
+
 @pytest.mark.subprocess
 def test_decode_at_on_a_umap_map_marks_points_outside_the_hull(explorer):
     from scipy.spatial import ConvexHull

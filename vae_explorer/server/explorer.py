@@ -258,7 +258,8 @@ class Explorer:
         tiles = self.hover_tiles(name)
         # For the page's touch script (map_touch.js): which map this is (a click decodes on it), and where
         # each point's picture lies in the sprite sheet (the app turns the file into a URL).
-        fig.update_layout(meta={"map": {"model": entry.name, "projection": method},
+        # Also how the page decodes at the marker itself while it is dragged (map_page: a decoder and the plane).
+        fig.update_layout(meta={"map": {"model": entry.name, "projection": method, "page": self.map_page(name, method)},
                                 "tiles": None if tiles is None else tiles.as_meta(str(tiles.file))})
         note += f"{len(codes):,} test {entry.kind.item}s of {entry.dataset_name}; click a point or type its index."
         if tiles is not None:
@@ -597,6 +598,29 @@ class Explorer:
         offset = base - np.asarray(axes.values(entry.codes[i]), np.float64) @ directions  # compose(), unrolled
         values = [s["value"] for s in self._slider_specs(entry, i)]
         return {**view, "offset": offset.tolist(), "directions": directions.tolist(), "values": values}
+
+    def map_page(self, name: str, projection) -> dict:
+        """What the page needs to decode a map position itself while the marker is dragged: the code at map
+        position (x, y) is offset + (x, y) · directions, exactly map_point_code's raw and PCA cases (JSON-able).
+        A UMAP map's inverse is a fit that runs on the server: its spec says so and the server decodes."""
+        entry = self.load(name)
+        view = self._page_view(entry, SLIDER_IMAGE)
+        if view["decoder"] is None:
+            return view
+        try:
+            method = resolve_projection(projection, entry.model.latent_dim)
+        except ValueError as e:
+            raise ViewError(str(e)) from None
+        d = entry.model.latent_dim
+        if method == "umap":
+            return {**view, "decoder": None, "reason": "a UMAP map's inverse runs on the server"}
+        if method == "raw":
+            offset, directions = np.zeros(d), np.eye(min(d, 2), d)
+        else:
+            axes = entry.axes
+            offset, directions = np.asarray(axes.mean, np.float64), np.asarray(axes.directions[:min(d, 2)], np.float64)
+        return {**view, "projection": method, "offset": offset.tolist(), "directions": directions.tolist(),
+                "values": None, "hint": "Click empty space on the map, or drag its marker, to decode there."}
 
     def page_interpolation(self, name: str, index_a, index_b, t=0.5, mode: str = "linear", upload_a=None,
                            upload_b=None) -> dict:

@@ -208,15 +208,16 @@
   }
 
   function askServer(view) {
+    if (!view.spec.fallback) return;  // a view whose own script asks the server (the map's marker)
     const button = document.querySelector(`#${view.spec.fallback} button, button#${view.spec.fallback}`);
     if (button) button.click();
   }
 
   async function setSpec(view, text) {
     if (!text) return;
-    const spec = JSON.parse(text), version = ++view.version;
+    const spec = typeof text === "string" ? JSON.parse(text) : text, version = ++view.version;
     view.spec = spec;
-    view.latest = spec.directions ? spec.values : spec.t;
+    view.latest = spec.directions ? spec.values : spec.t;  // null: nothing to draw until the first input
     view.drawn = 0;  // frames of this spec
     if (!spec.decoder) {
       view.net = null;
@@ -224,11 +225,12 @@
       view.ms.textContent = "";
       return;
     }
-    const caption = `${spec.model}: decoded in your browser, no request to the server per frame (${spec.summary}).`;
+    const caption = `${spec.model}: decoded in your browser, no request to the server per frame (${spec.summary}).` +
+      (spec.hint ? ` ${spec.hint}` : "");
     if (view.net && view.netUrl === spec.decoder) {  // the same decoder, another item: draw at once
       setMode(view, "page", caption);
       view.drawnInput = null;
-      render(view, codeOf(view, view.latest));
+      if (view.latest != null) render(view, codeOf(view, view.latest));
       return;
     }
     view.net = null;  // never the previous model's decoder with this spec's codes
@@ -240,7 +242,7 @@
       view.netUrl = spec.decoder;
       view.drawnInput = null;
       setMode(view, "page", caption);
-      render(view, codeOf(view, view.latest));
+      if (view.latest != null) render(view, codeOf(view, view.latest));
     } catch (e) {
       if (version !== view.version) return;
       setMode(view, "server", `${spec.model}: decoded on the server (its decoder could not be loaded into the page: ${e.message}).`);
@@ -302,5 +304,17 @@
     if (server && askIfServer) askServer(server);
   }
 
-  window.vaePage = {attach, input, load, forward, views, frames};
+  // A spec from another script (map_touch.js reads the map's from its figure): null sends the view to the server.
+  function show(key, spec) {
+    const view = views[key];
+    if (!view) return;
+    if (spec) { setSpec(view, spec); return; }
+    view.version += 1;  // a decoder still loading for the previous spec is not used
+    view.spec = null;
+    view.net = null;
+    setMode(view, "server", "");
+    view.ms.textContent = "";
+  }
+
+  window.vaePage = {attach, input, show, load, forward, views, frames};
 })();

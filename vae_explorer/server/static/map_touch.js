@@ -4,9 +4,11 @@
 //   plotly's hover distance is found here, on every mousemove, without waiting for plotly's throttled hover;
 // - click empty space: a marker is drawn there in the page (resending a 10,000-point figure to move one marker
 //   would take ~400 ms) and the map's data coordinates go to the server, which decodes them (layout.meta.map
-//   says which model and projection this map shows);
-// - drag the marker: it follows the pointer and every move sends its position; the server's listener runs
-//   "always_last", so it decodes the newest position and skips the ones in between.
+//   says which model and projection this map shows) and captions the code;
+// - drag the marker: it follows the pointer. Where the page can run the model's decoder (layout.meta.map.page:
+//   a raw or PCA plane, code = offset + (x, y) · directions) each move is decoded here, in decoder.js's view
+//   "map-<side>", with no request; the server hears the final position only. Else (UMAP, tables) every move
+//   sends its position, and the server's listener runs "always_last": it decodes the newest and skips the rest.
 // Plotly reports clicks on points only (plotly_click); a press without movement on empty space comes as a DOM
 // click on the .nsewdrag rectangle, and the axes' p2d turn its pixel into data coordinates. Gradio replaces
 // the plot's div on every figure update, so a MutationObserver hooks each new one.
@@ -52,6 +54,23 @@
     s.sent += 1;  // in the value: each position is a new value, and the listener reads the latest one
     s.props.value = JSON.stringify({model: m.model, projection: m.projection, x: s.at[0], y: s.at[1], seq: s.sent});
     s.trigger("mapclick");
+  }
+
+  // The page's own decode of the marker's position, when decoder.js runs this map's model (else false).
+  function decodeHere(s) {
+    const view = window.vaePage && window.vaePage.views[`map-${s.side}`];
+    if (!view || view.mode !== "page" || !s.at) return false;
+    window.vaePage.input([view.key], s.at, false);
+    return true;
+  }
+
+  // The map's page spec to decoder.js (at every new figure: another model or projection, or the same redrawn).
+  function showPageSpec(s, gd) {
+    s.specShown = !!(window.vaePage && window.vaePage.views[`map-${s.side}`]);
+    if (!s.specShown) return;  // the view mounts later: attach's observer delivers the spec then
+    const page = (meta(gd).map || {}).page;
+    if (!page || !page.decoder) { window.vaePage.show(`map-${s.side}`, null); return; }
+    window.vaePage.show(`map-${s.side}`, {...page, decoder: `gradio_api/file=${page.decoder}`, values: s.at});
   }
 
   function hideTip(s) { if (s.tip) s.tip.style.display = "none"; }
@@ -119,6 +138,7 @@
     const key = mapKey(gd);
     if (key !== s.key) { s.key = key; s.at = null; }  // another model or projection: the old marker means nothing
     s.gd = gd;
+    showPageSpec(s, gd);
     if (getComputedStyle(gd).position === "static") gd.style.position = "relative";
     s.marker = document.createElement("div");
     s.marker.className = "vae-marker";
@@ -138,7 +158,7 @@
       if (!e.target.classList || !e.target.classList.contains("nsewdrag")) return;
       const at = toData(gd, e.clientX, e.clientY);
       setTimeout(() => {
-        if (!onPoint && !afterDrag && at.every(Number.isFinite)) { s.at = at; place(s); send(s); }
+        if (!onPoint && !afterDrag && at.every(Number.isFinite)) { s.at = at; place(s); decodeHere(s); send(s); }
         onPoint = false; afterDrag = false;
       }, 0);
     });
@@ -157,6 +177,7 @@
         if (!at.every(Number.isFinite)) return;
         s.at = at;
         place(s);
+        if (decodeHere(s)) return;  // in the page, within this event: the server hears the final position only
         if (!frame) frame = requestAnimationFrame(() => { frame = 0; send(s); });  // at most one per frame
       };
       const up = (u) => {
@@ -178,7 +199,7 @@
 
   function attach(side, element, props, trigger) {
     const s = sides[side] = {side, props, trigger, gd: null, key: null, at: null, marker: null, sent: 0,
-                             dragging: false};
+                             dragging: false, specShown: false};
     s.tip = document.createElement("div");
     s.tip.className = "vae-tile";
     s.tip.id = `map_${side}_tile`;
@@ -186,6 +207,7 @@
     const check = () => {
       const gd = document.querySelector(`#map_${side} .js-plotly-plot`);
       if (gd && gd !== s.gd && gd._fullLayout && gd._fullLayout.xaxis && typeof gd.on === "function") hook(s, gd);
+      else if (s.gd && !s.specShown) showPageSpec(s, s.gd);
     };
     new MutationObserver(check).observe(document.body, {childList: true, subtree: true});
     check();
@@ -195,7 +217,7 @@
   function mark(text) {
     const parts = String(text || "").split(/[,;\s]+/).filter(Boolean).map(Number);
     if (parts.length !== 2 || !parts.every(Number.isFinite)) return;
-    for (const s of Object.values(sides)) { s.at = parts; place(s); }
+    for (const s of Object.values(sides)) { s.at = parts; place(s); decodeHere(s); }
   }
 
   window.vaeMapTouch = {attach, mark, sides};
