@@ -2,7 +2,8 @@
 of bigger decoders than the shipped digits models.
 
 Serves the real app over a temporary copy of checkpoints/ and, for each model, drags slider z[0] (or
-PC 1) with the mouse from end to end in --moves moves, --rounds times. Per input event it takes the time
+PC 1) with the mouse from end to end in --moves moves, --rounds times; then drags the latent map's marker
+(a raw 2-D map and a PCA map) from empty space to the plot's centre and back the same way. Per input event it takes the time
 from the event (its timeStamp) to the end of the canvas draw that decoder.js stamps with
 performance.now(); it also counts the requests the page sends meanwhile (the 3-s checkpoint-list poll
 apart), and to the next animation frame after the draw (when the screen can show it). Then it writes MNIST- and CIFAR-shaped decoders (random weights: the time does not depend on
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reporting import cpu_name, write_report  # noqa: E402
 
 MODELS = ("digits_vae", "digits_conv_vae", "digits_vq_vae", "digits_sparse_ae")
+MARKER_MODELS = ("digits_ae", "digits_conv_vae")  # the map's marker: a raw 2-D plane, a PCA plane of 8-D codes
 BIGGER = {  # name -> registry model and its settings: the decoders of MNIST and CIFAR-10 runs
     "MNIST vae (20→400→784)": ("vae", {"input_shape": (1, 28, 28), "hidden": (400,), "latent_dim": 20}),
     "MNIST conv_vae (16-D, 32/64 channels)": ("conv_vae", {"input_shape": (1, 28, 28), "latent_dim": 16}),
@@ -98,6 +100,69 @@ def drag(page, moves: int) -> tuple[list[float], list[float], list[float], list[
     return latencies, shown, [f["end"] - f["start"] for f in frames], requests
 
 
+# The emptiest spot of the left map's plot area (no point within plotly's pick distance), in viewport pixels.
+EMPTY_SPOT = """() => { const gd = document.querySelector('#map_left .js-plotly-plot'), fl = gd._fullLayout;
+    const xa = fl.xaxis, ya = fl.yaxis, box = gd.getBoundingClientRect(), pts = [];
+    gd._fullData.forEach(tr => { for (let k = 0; k < tr.x.length; k++)
+        pts.push([xa._offset + xa.l2p(tr.x[k]), ya._offset + ya.l2p(tr.y[k])]); });
+    let best = null, bestGap = -1;
+    for (let px = xa._offset + 30; px < xa._offset + xa._length - 30; px += 6)
+        for (let py = ya._offset + 30; py < ya._offset + ya._length - 30; py += 6) {
+            let gap = Infinity;
+            for (const [qx, qy] of pts) gap = Math.min(gap, Math.hypot(px - qx, py - qy));
+            if (gap > bestGap) { bestGap = gap; best = [px, py]; } }
+    return {x: box.left + best[0], y: box.top + best[1],
+            cx: box.left + xa._offset + xa._length / 2, cy: box.top + ya._offset + ya._length / 2}; }"""
+RECORD_MOVES = """() => { window.__inputs = []; if (window.__movesRecorded) return; window.__movesRecorded = true;
+    document.addEventListener('mousemove', e => { if (e.buttons) window.__inputs.push(e.timeStamp); }, true); }"""
+
+
+def marker_drag(page, moves: int) -> tuple[list[float], list[float], list[float], list[str]]:
+    """Put the left map's marker on empty space, then drag it to the plot's centre and back in `moves` moves:
+    the same four lists as `drag`, for decoder.js's view map-left."""
+    timer_fns = set(page.evaluate(TIMER_FNS))
+    spot = page.evaluate(EMPTY_SPOT)
+    page.mouse.click(spot["x"], spot["y"])
+    page.wait_for_function("() => { const m = document.querySelector('#map_left_marker'); "
+                           "return m && m.style.display === 'block' && window.vaePage.views['map-left'].drawn > 0; }")
+    page.wait_for_timeout(500)  # the click's own call to the server is answered
+    requests = []
+
+    def on_request(r):
+        fn = json.loads(r.post_data).get("fn_index") if r.post_data and r.post_data.startswith("{") else None
+        if fn not in timer_fns and "/queue/data" not in r.url:
+            requests.append(f"{r.method} {r.url}")
+
+    page.evaluate(RECORD_MOVES)
+    first = page.evaluate("() => window.vaePage.frames.length")
+    page.on("request", on_request)
+    page.mouse.move(spot["x"], spot["y"])
+    page.mouse.down()
+    page.mouse.move(spot["cx"], spot["cy"], steps=moves // 2)
+    page.mouse.move(spot["x"], spot["y"], steps=moves - moves // 2)
+    page.remove_listener("request", on_request)  # the release sends the final position to the server: not a frame's
+    page.mouse.up()
+    page.wait_for_function("() => window.vaePage.frames.every(f => f.shown !== null)")
+    inputs = page.evaluate("() => window.__inputs")
+    frames = [f for f in page.evaluate("() => window.vaePage.frames")[first:] if f["view"] == "map-left"]
+    latencies, shown, k = [], [], 0
+    for t in inputs:
+        while k < len(frames) and frames[k]["start"] < t:
+            k += 1
+        if k == len(frames):
+            raise RuntimeError(f"a mouse move at {t:.1f} ms was never drawn")
+        latencies.append(frames[k]["end"] - t)
+        shown.append(frames[k]["shown"] - t)
+        k += 1
+    return latencies, shown, [f["end"] - f["start"] for f in frames], requests
+
+
+def choose(page, elem_id: str, name: str) -> None:
+    if page.locator(f"#{elem_id} input").input_value() != name:
+        page.locator(f"#{elem_id} input").click()
+        page.get_by_role("option", name=name, exact=True).click()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3, help="drags per model")
@@ -129,9 +194,7 @@ def main(argv=None) -> int:
             page.goto(url)
             page.get_by_role("tab", name="Latent sliders", exact=True).click()
             for name in MODELS:
-                if page.locator("#sl_model input").input_value() != name:
-                    page.locator("#sl_model input").click()
-                    page.get_by_role("option", name=name, exact=True).click()
+                choose(page, "sl_model", name)
                 page.wait_for_function("m => { const v = window.vaePage && window.vaePage.views.sl; return !!(v && "
                                        "v.mode === 'page' && v.spec.model === m && v.drawn > 0); }", arg=name,
                                        timeout=60_000)
@@ -149,6 +212,32 @@ def main(argv=None) -> int:
                             f"{max(latencies):.1f} | {pct(shown, 50):.1f} / {pct(shown, 95):.1f} | "
                             f"{pct(work, 50):.2f} / {pct(work, 95):.2f} | {len(requests)} |")
                 print(rows[-1], flush=True)
+            page.get_by_role("tab", name="Latent map", exact=True).click()
+            markers = []
+            for name in MARKER_MODELS:
+                choose(page, "map_left_model", name)
+                page.wait_for_function("m => { const v = window.vaePage.views['map-left'], gd = document.querySelector("
+                                       "'#map_left .js-plotly-plot'); return !!(v && v.mode === 'page' && "
+                                       "v.spec.model === m && gd && gd._fullLayout && gd._fullLayout.meta.map.model "
+                                       "=== m); }", arg=name, timeout=60_000)
+                page.locator("#map_left").scroll_into_view_if_needed()
+                page.wait_for_timeout(500)
+                latencies, shown, work, requests = [], [], [], []
+                for _ in range(args.rounds):
+                    a, b, c, d = marker_drag(page, args.moves)
+                    latencies += a
+                    shown += b
+                    work += c
+                    requests += d
+                projection = page.evaluate("() => document.querySelector('#map_left .js-plotly-plot')"
+                                           "._fullLayout.meta.map.projection")
+                saved.setdefault("marker", {})[name] = {"projection": projection, "latency_ms": summary(latencies),
+                                                         "shown_ms": summary(shown), "decode_draw_ms": summary(work),
+                                                         "requests": requests}
+                markers.append(f"| {name} ({projection.upper()} map) | {len(latencies)} | {pct(latencies, 50):.1f} / "
+                               f"{pct(latencies, 95):.1f} / {max(latencies):.1f} | {pct(shown, 50):.1f} / "
+                               f"{pct(shown, 95):.1f} | {pct(work, 50):.2f} / {pct(work, 95):.2f} | {len(requests)} |")
+                print(markers[-1], flush=True)
             bigger = []
             for label, (model_name, settings) in BIGGER.items():
                 torch.manual_seed(0)
@@ -165,6 +254,11 @@ def main(argv=None) -> int:
         "| model | frames | input event → canvas drawn, p50 / p95 / max (ms) | → next animation frame, p50 / p95 "
         "(ms) | decode + draw alone, p50 / p95 (ms) | requests during the drags |", "|---|---|---|---|---|---|",
         *rows, "",
+        f"The latent map's marker: {args.rounds} mouse drags of the left map's marker per model, from empty space to "
+        f"the plot's centre and back in {args.moves} moves (each mousemove → the map-left canvas drawn).", "",
+        "| model | frames | mousemove → canvas drawn, p50 / p95 / max (ms) | → next animation frame, p50 / p95 "
+        "(ms) | decode + draw alone, p50 / p95 (ms) | requests during the drags |", "|---|---|---|---|---|---|",
+        *markers, "",
         "Bigger decoders (random weights), `vaePage.forward` alone in the page:", "",
         "| decoder | layers | decode p50 / p95 (ms) |", "|---|---|---|", *bigger, ""])
     return write_report(text, saved, args.out)
