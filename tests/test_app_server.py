@@ -179,7 +179,7 @@ def test_a_table_uploaded_trained_and_scored_through_the_server(client, app_serv
     status, *_ = client.predict("tabular_ae", "csv", 2, None, None, None, 30, 3e-3, 64, "auto", "served_table", "",
                                 handle_file(str(csv)), "kind", "id", api_name="/train_start")
     assert "served_table" in status and "csv" in status
-    deadline = time.time() + 120
+    deadline = time.time() + 300  # 30 epochs of 1,500 rows: seconds alone, minutes on a busy machine
     while time.time() < deadline and explorer.jobs.current.running:
         time.sleep(0.3)
     status, curves, _history = client.predict(api_name="/train_status")
