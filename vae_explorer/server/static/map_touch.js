@@ -173,6 +173,7 @@
       hideTip(s);
       let frame = 0;
       const move = (m) => {
+        m.stopPropagation();  // plotly's hover never sees a drag's moves: the frame is the decode's alone
         const at = toData(gd, m.clientX, m.clientY);
         if (!at.every(Number.isFinite)) return;
         s.at = at;
