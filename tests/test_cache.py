@@ -71,6 +71,28 @@ def test_paths_whose_file_is_gone_are_forgotten(blocks, tmp_path):
     assert result.forgotten == 1 and path not in blocks.upload_file_set
 
 
+def test_each_file_is_read_once_and_all_again_every_few_sweeps(blocks, tmp_path, monkeypatch):
+    from vae_explorer.server import cache
+
+    paths = [cached_file(tmp_path, f"f{i}", 10) for i in range(5)]
+    blocks.upload_file_set.update(paths)
+    reads = []
+    real_lstat = os.lstat
+    monkeypatch.setattr(cache.os, "lstat", lambda p: reads.append(p) or real_lstat(p))
+    janitor = CacheJanitor(blocks, cap_bytes=10**6)
+    assert janitor.sweep().bytes == 50 and sorted(reads) == sorted(paths)
+    newer = cached_file(tmp_path, "later", 7)
+    blocks.upload_file_set.add(newer)
+    reads.clear()
+    assert janitor.sweep().bytes == 57 and reads == [newer]  # only the new file's stat is read
+    os.remove(paths[0])  # deleted behind the janitor's back: found at the next full reading
+    for _ in range(cache.RESTAT_EVERY - 2):
+        janitor.sweep()
+    assert paths[0] in blocks.upload_file_set
+    result = janitor.sweep()
+    assert result.forgotten == 1 and result.bytes == 47 and paths[0] not in blocks.upload_file_set
+
+
 def test_files_gradio_must_keep_are_never_deleted(blocks, tmp_path):
     path = cached_file(tmp_path, "example", 1000)
     component = next(iter(blocks.blocks.values()))

@@ -11,7 +11,10 @@ deletes the files older than `max_age_s`, and, while their total is above `cap_b
 ones down to 80% of the cap, sparing what is younger than `min_age_s` (a page may still be fetching
 it). It reads each set with one `list()` and edits it with `discard`, each atomic under the GIL, so
 request threads may add files meanwhile. The files of the last `min_age_s` seconds are the only ones
-that can stand above the cap, for at most one sweep interval.
+that can stand above the cap, for at most one sweep interval. A file's time and size are read once, when
+the sweep first sees it (a full cache holds tens of thousands of files: one `stat` each every few
+seconds would be most of the sweep's work); every `RESTAT_EVERY` sweeps all are read again, which
+finds files something else deleted.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 KEEP_FRACTION = 0.8  # above the cap, delete down to this share of it: not one file per sweep
+RESTAT_EVERY = 12  # sweeps (a minute at the default interval) between reading every tracked file's stat again
 
 
 @dataclass
@@ -44,6 +48,8 @@ class CacheJanitor:
         self.blocks, self.cap, self.max_age, self.min_age, self.every = blocks, cap_bytes, max_age_s, min_age_s, every_s
         self.root = Path(root).resolve() if root else None  # empty folders under it are removed too
         self.last: Sweep | None = None
+        self._stats: dict[str, tuple[float, int]] = {}  # path -> (ctime, size), as first read
+        self._sweeps = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -53,19 +59,27 @@ class CacheJanitor:
         for block in list(self.blocks.blocks.values()):
             kept.update(getattr(block, "keep_in_cache", ()))  # examples and defaults Gradio must keep
         files, self._forgotten = [], 0
+        known = {} if self._sweeps % RESTAT_EVERY == 0 else self._stats
+        self._sweeps += 1
+        stats = {}
         for tracked in list(self.blocks.temp_file_sets):
             for path in list(tracked):  # a copy: request threads add to the set meanwhile
                 if path in kept:
                     continue
-                try:
-                    st = os.lstat(path)
-                except FileNotFoundError:
-                    tracked.discard(path)
-                    self._forgotten += 1
-                    continue
-                except OSError:
-                    continue
-                files.append((st.st_ctime, st.st_size, path, tracked))
+                stat = known.get(path)
+                if stat is None:
+                    try:
+                        st = os.lstat(path)
+                    except FileNotFoundError:
+                        tracked.discard(path)
+                        self._forgotten += 1
+                        continue
+                    except OSError:
+                        continue
+                    stat = (st.st_ctime, st.st_size)
+                stats[path] = stat
+                files.append((*stat, path, tracked))
+        self._stats = stats  # only what is still tracked: the memo never outgrows the sets
         files.sort(key=lambda f: f[0])
         return files
 
