@@ -4,7 +4,7 @@ built-in digits (table models: the built-in breast-cancer table), CPU, seeded.
     python scripts/make_checkpoints.py            # every registry model, a few minutes on 2 cores
     python scripts/make_checkpoints.py vae ae     # just these
     python scripts/make_checkpoints.py sprites_beta_vae   # one of EXTRA, by its checkpoint name
-    python scripts/make_checkpoints.py --only mnist --data-root ../shared/datasets   # the MNIST set, ~15 min
+    python scripts/make_checkpoints.py --only mnist --data-root ../shared/datasets   # the MNIST set, ~15 min idle
 
 Each is `python -m vae_explorer train --model NAME` with the model's preset, the
 common flags below and the registry entry's `shipped` settings (which win), followed by
@@ -33,17 +33,16 @@ EXTRA = {
 }
 
 # The MNIST set (train with --data-root: the folder that holds MNIST/raw/). The canonical side-by-side map is
-# mnist_ae_2d against mnist_vae_2d. Few epochs: on a shared 2-core machine an MLP epoch of 60,000 images took
-# 15 s idle and 100-400 s busy (others' tests running), the small conv VAE's 100 s idle; the 2-D maps are
-# already sorted into digits after 3.
+# mnist_ae_2d against mnist_vae_2d. Epochs sized for about 15 minutes on an idle 2-core machine (an MLP epoch
+# of 60,000 images takes 2-3 s there, the small conv VAE's about 20 s).
 # One hidden layer of 128 keeps each MLP file under 1 MB (a 784x256 layer is 0.8 MB alone).
 MNIST_COMMON = ["--dataset", "mnist", "--batch-size", "256", "--hidden", "128", "--iwae-k", "20"]
 MNIST = {
-    "mnist_ae_2d": ("ae", [*MNIST_COMMON, "--latent-dim", "2", "--epochs", "3"]),
-    "mnist_vae_2d": ("vae", [*MNIST_COMMON, "--latent-dim", "2", "--epochs", "3"]),
-    "mnist_denoising_ae": ("denoising_ae", [*MNIST_COMMON, "--latent-dim", "16", "--epochs", "2"]),
-    "mnist_vq_vae": ("vq_vae", [*MNIST_COMMON, "--epochs", "2"]),
-    "mnist_conv_vae": ("conv_vae", [*MNIST_COMMON, "--latent-dim", "16", "--channels", "16,32", "--epochs", "1"]),
+    "mnist_ae_2d": ("ae", [*MNIST_COMMON, "--latent-dim", "2", "--epochs", "60"]),
+    "mnist_vae_2d": ("vae", [*MNIST_COMMON, "--latent-dim", "2", "--epochs", "60"]),
+    "mnist_denoising_ae": ("denoising_ae", [*MNIST_COMMON, "--latent-dim", "16", "--epochs", "30"]),
+    "mnist_vq_vae": ("vq_vae", [*MNIST_COMMON, "--epochs", "30"]),
+    "mnist_conv_vae": ("conv_vae", [*MNIST_COMMON, "--latent-dim", "16", "--channels", "16,32", "--epochs", "20"]),
 }
 SETS = {"mnist": MNIST}  # --only NAME: one of these sets
 
