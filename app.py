@@ -33,6 +33,7 @@ from vae_explorer.data import DATASETS, IMAGES  # noqa: E402
 from vae_explorer.data.downloads import DOWNLOADABLE  # noqa: E402
 from vae_explorer.data.images import MAX_UPLOAD_BYTES  # noqa: E402
 from vae_explorer.devices import device_choices  # noqa: E402
+from vae_explorer.figures import page_animation  # noqa: E402
 from vae_explorer.latent import PROJECTIONS  # noqa: E402
 from vae_explorer.memory import MEMORY_SHARE  # noqa: E402
 from vae_explorer.models import LIKELIHOODS, MODELS, load_plugins  # noqa: E402
@@ -41,6 +42,8 @@ from vae_explorer.server.cache import CacheJanitor  # noqa: E402
 from vae_explorer.server.page_decoders import PAGE_SCRIPT  # noqa: E402
 
 MAP_SCRIPT = PAGE_SCRIPT.parent / "map_touch.js"  # the maps' hover pictures, click-to-decode and marker drag
+MOTION_SCRIPT = PAGE_SCRIPT.parent / "motion.js"  # plays plotly animations in gr.Plot (Training in motion)
+MOTION_HEAD = f'<script src="gradio_api/file={MOTION_SCRIPT}"></script>'
 
 log = logging.getLogger("vae_explorer.app")
 
@@ -966,6 +969,7 @@ def diagnostics_tab(page: Page) -> None:
                 codebook_pick = gr.Button("pick", elem_id="cb_pick_button", visible="hidden")
                 page.model_cards(codebook_tab.select, codebook_model)
             attribute_view(page)
+            motion_view(page)
             export_view(page)
 
     def usage(name):
@@ -1069,6 +1073,36 @@ def attribute_view(page: Page) -> None:
          api_name="attribute_vector")
     wire([group_a.input, group_b.input, index.submit, strength.release], at, at_args["inputs"], at_args["outputs"],
          api_name="attribute_at", trigger_mode="always_last", show_progress="hidden")
+
+
+def motion_view(page: Page) -> None:
+    """Diagnostics' Training in motion sub-tab: the map of a fixed set of test items after each epoch, played in
+    the page (plotly's play button and epoch slider; motion.js), and the KL per dimension per epoch."""
+    ex = page.ex
+    with gr.Tab("Training in motion", id="dg_motion_tab") as tab:
+        gr.Markdown("How the latent space formed while the model trained: the same test items' codes after each "
+                    "epoch (recorded during training and kept in the checkpoint). Press ▶ Play or drag the epoch "
+                    "slider. Below, for models with a posterior, the KL to the prior of each latent dimension "
+                    "after each epoch.")
+        model = page.picker("Model", page.default("digits_vae"), elem_id="tm_model")
+        text = gr.Markdown(elem_classes="caption", elem_id="tm_text")
+        motion = gr.Plot(show_label=False, elem_id="tm_plot", visible=False)
+        kl_text = gr.Markdown(elem_classes="caption", elem_id="tm_kl_text")
+        kl = gr.Plot(show_label=False, elem_id="tm_kl", visible=False)
+        page.model_cards(tab.select, model)
+
+    def view(name):
+        # A checkpoint without recorded frames gets the explorer's message in place of the map: it stays on
+        # the page, where a toast would vanish and leave the last model's animation.
+        try:
+            figure, caption = ex.training_motion(name)
+        except ViewError as e:
+            figure, caption = None, f"**{e}**"
+        kl_figure, kl_caption = ex.kl_history(name)
+        return (gr.Plot(page_animation(figure), visible=figure is not None), caption,
+                gr.Plot(kl_figure, visible=kl_figure is not None), kl_caption)
+
+    wire([tab.select, model.change], view, model, [motion, text, kl, kl_text], api_name="training_motion")
 
 
 def export_view(page: Page) -> None:
@@ -1263,9 +1297,17 @@ def train_tab(page: Page) -> None:
                 gr.Markdown("Fixed test items (top row) and their reconstructions after each of the "
                             "last epochs (one row per epoch, newest at the bottom).", elem_classes="caption")
                 history = gr.Image(show_label=False, format="png", elem_id="tr_history")
+        with gr.Row():
+            with gr.Column():
+                motion_text = gr.Markdown(elem_classes="caption", elem_id="tr_motion_text")
+                motion = gr.Plot(show_label=False, elem_id="tr_motion", visible=False)
+            with gr.Column():
+                kl_text = gr.Markdown(elem_classes="caption", elem_id="tr_kl_text")
+                kl = gr.Plot(show_label=False, elem_id="tr_kl", visible=False)
         timer = gr.Timer(0.5, active=False)
         seen = gr.State(None)  # the job version this page last drew
         status_button = gr.Button(visible=False)  # for API clients: /train_status
+        views_button = gr.Button(visible=False)  # for API clients: /train_views
 
     def model_changed(chosen, current_dataset):
         # A setting the model lacks is hidden and sent as None, so an API client that sends one is refused.
@@ -1300,6 +1342,13 @@ def train_tab(page: Page) -> None:
         gr.Info(message.replace("**", ""))  # toasts show plain text
         return (*show_status(), gr.Timer(active=True))
 
+    def views():
+        # The map of the fixed test items (the newest epoch while it runs, every epoch once it ends) and the KL
+        # per dimension per epoch.
+        figure, caption, kl_figure, kl_caption = ex.train_views()
+        return (caption, gr.Plot(page_animation(figure), visible=figure is not None), kl_caption,
+                gr.Plot(kl_figure, visible=kl_figure is not None))
+
     def show_status():
         text, fig, image, _ = ex.train_status()
         return text, fig, image
@@ -1308,15 +1357,16 @@ def train_tab(page: Page) -> None:
         # Every open page polls twice a second: answer "nothing new" without redrawing when nothing is.
         version = ex.train_version()
         if version == last_seen:
-            return gr.skip(), gr.skip(), gr.skip(), last_seen, gr.Timer(active=ex.train_running())
+            return (*[gr.skip()] * (len(outputs) + len(view_outputs)), last_seen, gr.Timer(active=ex.train_running()))
         text, fig, image, running = ex.train_status()
-        return text, fig, image, version, gr.Timer(active=running)
+        return text, fig, image, *views(), version, gr.Timer(active=running)
 
     def stop_run():
         ex.train_cancel()  # its message is part of the status below
         return (*show_status(), gr.Timer(active=False))
 
     outputs = [status, curves, history]
+    view_outputs = [motion_text, motion, kl_text, kl]
     wire(model.change, model_changed, [model, dataset], [beta, noise, likelihood, dataset, table_row],
          api_visibility="private", show_progress="hidden")
     wire(dataset.input, dataset_changed, [dataset, model], [model, table_row], api_visibility="private",
@@ -1328,12 +1378,16 @@ def train_tab(page: Page) -> None:
          show_progress="hidden")
     wire(start.click, start_run, [model, dataset, latent, beta, likelihood, noise, epochs, lr, batch, device, name,
                                   extra, table_file, label_column, ignore_columns], [*outputs, timer],
-         api_name="train_start", concurrency_limit=1, concurrency_id="train")
+         api_name="train_start", concurrency_limit=1, concurrency_id="train"
+         ).then(user_errors(views), None, view_outputs, api_visibility="private", show_progress="hidden")
     wire(cancel.click, stop_run, None, [*outputs, timer], api_name="train_cancel", concurrency_limit=1,
-         concurrency_id="train")
-    wire(timer.tick, poll, seen, [*outputs, seen, timer], api_visibility="private", show_progress="hidden")
-    wire(page.load, poll, seen, [*outputs, seen, timer], api_visibility="private")
+         concurrency_id="train").then(user_errors(views), None, view_outputs, api_visibility="private",
+                                      show_progress="hidden")
+    wire(timer.tick, poll, seen, [*outputs, *view_outputs, seen, timer], api_visibility="private",
+         show_progress="hidden")
+    wire(page.load, poll, seen, [*outputs, *view_outputs, seen, timer], api_visibility="private")
     wire(status_button.click, show_status, None, outputs, api_name="train_status")
+    wire(views_button.click, views, None, view_outputs, api_name="train_views")
 
 
 def models_tab(page: Page) -> None:
@@ -1348,7 +1402,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
     # checkpoints folder.
     explorer.pages.folder.mkdir(parents=True, exist_ok=True)
     explorer.tiles.folder.mkdir(parents=True, exist_ok=True)
-    gr.set_static_paths([PAGE_SCRIPT, MAP_SCRIPT, explorer.pages.folder, explorer.tiles.folder])
+    gr.set_static_paths([PAGE_SCRIPT, MAP_SCRIPT, MOTION_SCRIPT, explorer.pages.folder, explorer.tiles.folder])
     with ExplorerBlocks(title="vae-explorer", analytics_enabled=False, delete_cache=None) as demo:
         gr.Markdown(INTRO)
         page = Page(explorer, demo.load, explorer.checkpoint_names(), [])
@@ -1389,7 +1443,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bo
 
     demo.cache_janitor = CacheJanitor(demo, int(cache_cap_mb * 2**20), cache_max_age_min * 60,
                                       root=get_upload_folder()).start()
-    return demo.launch(server_name=host, server_port=port, share=share, head=CLICK_BRIDGE + URL_STATE_SCRIPT, css=CSS,
+    return demo.launch(server_name=host, server_port=port, share=share, head=CLICK_BRIDGE + URL_STATE_SCRIPT + MOTION_HEAD, css=CSS,
                        max_file_size=MAX_UPLOAD_BYTES, footer_links=["api"], ssr_mode=False,
                        show_error=True, run_history=False, **kwargs)
 

@@ -26,6 +26,7 @@ from PIL import Image
 from .. import export, figures
 from ..codebook import code_images, codebook_usage, level_errors, top_items
 from ..cards import model_card
+from ..checkpoints import CheckpointError, load_motion
 from ..data import DATASETS
 from ..data.downloads import DOWNLOADABLE, is_present
 from ..data.image_sets import expected_files
@@ -38,6 +39,7 @@ from ..latent import (ACTIVE_VARIANCE, PROJECTIONS, PCABaseline, code_moments, d
                       resolve_projection, slider_axes, traversals)
 from ..subspaces import compare_with_pca
 from ..models import MODELS, model_entry
+from ..motion import MotionRecord
 from ..runs import DataSpec, RunError, RunSpec, parse_settings, split_settings
 from ..training import TrainConfig
 from .catalog import Catalog, CatalogError, DatasetMissing, LoadedCheckpoint
@@ -1168,6 +1170,64 @@ class Explorer:
                     "train on it here.", False)
         return f"**{title}** could not be downloaded. {state.message}", False
 
+    # ---- training in motion ----------------------------------------------------------------
+
+    def training_motion(self, name: str) -> tuple[object, str]:
+        """The map of a fixed set of test items after each epoch, as recorded while the model trained: a plotly
+        animation (slider over the epochs, play button; `figures.page_animation` readies it for the page) and
+        what it shows (Markdown). Needs no dataset: the frames and the items' labels are in the checkpoint."""
+        entry = self.load(name)
+        return entry.cached("training_motion", lambda: self._training_motion(entry))
+
+    def _motion_record(self, entry: LoadedCheckpoint) -> MotionRecord | None:
+        try:
+            return MotionRecord.from_tensors(load_motion(entry.path), entry.meta.get("motion"))
+        except CheckpointError as e:
+            raise ViewError(str(e)) from None
+
+    def _training_motion(self, entry: LoadedCheckpoint) -> tuple[object, str]:
+        record = self._motion_record(entry)
+        if record is None or not record.frames:
+            raise ViewError(f"{entry.name} was trained before the map of its codes was recorded after each epoch "
+                            f"(or with motion_items=0): retrain it (Train tab, or `python -m vae_explorer train`) "
+                            f"to see its codes move.")
+        trained = int(entry.meta.get("epoch", record.epochs[-1]))
+        classes = list(entry.meta.get("dataset", {}).get("classes", []))
+        fig = figures.training_motion(record.frames, record.epochs, record.labels, classes,
+                                      f"{entry.name}: {len(record.items)} test {entry.kind.item}s, epoch by epoch",
+                                      record.axis_names, record.items)
+        kept = (f"all {len(record.epochs)} epochs" if record.epochs == list(range(1, record.epochs[-1] + 1)) else
+                f"{len(record.epochs)} of its {record.epochs[-1]} epochs (the first few, then evenly spaced: "
+                + ", ".join(map(str, record.epochs)) + ")")
+        how = ("its 2-D codes as they are (z[0], z[1])" if record.projection == "raw" else
+               f"the top two principal components of each epoch's {entry.model.latent_dim}-D codes, each frame "
+               "turned (a rotation or a mirror image: orthogonal Procrustes) to match the one before, so the "
+               "map does not flip or spin between epochs")
+        lines = [f"**{entry.name}** ({entry.model.name}, trained {trained} epochs on {entry.dataset_name}): where "
+                 f"the same {len(record.items)} test {entry.kind.item}s landed after each epoch, coloured by label; "
+                 f"{kept}. The map shows {how}.",
+                 "Press **▶ Play** to watch the codes move from epoch " f"{record.epochs[0]} on, or drag the epoch "
+                 "slider; the axes stay fixed over all epochs. A VAE's clusters gather around the origin (its KL "
+                 "term pulls the codes towards N(0, I)); a plain autoencoder's spread out as far as they like."]
+        return fig, "  \n".join(lines)
+
+    def kl_history(self, name: str) -> tuple[object | None, str]:
+        """KL to N(0, 1) per latent dimension after each epoch, from the checkpoint's training record: a heat map
+        (None for a model without a posterior, or one trained before it was recorded) and a caption."""
+        entry = self.load(name)
+        rows = [(h["epoch"], h["latent"]["kl_per_dim"]) for h in entry.meta.get("metrics", [])
+                if isinstance(h, dict) and isinstance(h.get("latent"), dict) and h["latent"].get("kl_per_dim")]
+        # Every epoch of a model with a posterior records its KL (epoch_usage); with nothing recorded, the model is
+        # asked (its posterior over the test set) whether it has one at all.
+        has_posterior = bool(rows) or self._has_posterior(entry)
+        return kl_history_view(entry.name, rows, has_posterior)
+
+    def _has_posterior(self, entry: LoadedCheckpoint) -> bool:
+        try:
+            return self._usage(entry).kl is not None
+        except ViewError:  # its dataset is not here: say what is missing from the record instead
+            return True
+
     # ---- attribute vectors -----------------------------------------------------------------
 
     ATTRIBUTE_STRENGTHS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)  # the strip's columns
@@ -1236,7 +1296,8 @@ class Explorer:
         "latent map": ("latent_map", None), "KL per dimension": ("latent_usage", 0),
         "code variance per dimension": ("latent_usage", 1), "prior vs codes: moments": ("prior_fit", 0),
         "prior vs codes: distances": ("prior_fit", 1), "disentanglement: DCI importance": ("disentanglement", 0),
-        "linear AE vs PCA: principal angles": ("linear_pca", 0), "codebook usage": ("codebook", 0)}
+        "linear AE vs PCA: principal angles": ("linear_pca", 0), "codebook usage": ("codebook", 0),
+        "training in motion (animation)": ("training_motion", 0), "KL per dimension per epoch": ("kl_history", 0)}
 
     def _export_folder(self, what: str) -> Path:
         """A fresh folder for one export's files, outside the checkpoints folder (the page downloads them)."""
@@ -1382,6 +1443,40 @@ class Explorer:
         job = self.jobs.current
         return () if job is None else (job.started, job.version, job.status)
 
+    def train_views(self) -> tuple[object | None, str, object | None, str]:
+        """The current (or last) training's map of its fixed test items and its KL per dimension per epoch:
+        (map figure or None, its caption, KL heat map or None, its caption). While it runs the map is the newest
+        epoch's; once it has ended, the checkpoint's animation over every kept epoch (`training_motion`)."""
+        job = self.jobs.current
+        if job is None:
+            return None, "", None, ""
+        snap = job.snapshot()
+        first, epochs = snap["first"], snap["epochs"]
+        framed = [e for e in epochs if e.motion]
+        figure, caption = None, ""
+        if snap["status"] in ("finished", "cancelled") and framed and job.checkpoint.is_file():
+            try:
+                figure, caption = self.training_motion(snap["name"])
+            except ViewError:
+                pass  # the file went; the newest frame below still shows
+        if figure is None and framed and first is not None and first.motion:
+            newest, info = framed[-1], first.motion
+            figure = figures.training_motion(
+                [np.asarray(newest.motion["points"], np.float64)], [newest.epoch], np.asarray(info["labels"]),
+                list(info["classes"]), f"{snap['name']}: epoch {newest.epoch} of {newest.epochs}",
+                tuple(info["axes"]))
+            caption = (f"Where {len(info['labels'])} fixed test items land after the newest epoch "
+                       f"({'raw 2-D codes' if info['projection'] == 'raw' else 'PCA of the codes'}), updated after "
+                       "each epoch; when the run ends, play every epoch here or in Diagnostics → Training in motion.")
+        elif figure is None and snap["status"] in ("starting", "running") and first is not None and first.motion:
+            caption = "The map of a fixed set of test items appears after the first epoch."
+        rows = [(e.epoch, e.latent["kl_per_dim"]) for e in epochs if e.latent and e.latent.get("kl_per_dim")]
+        if rows or epochs:
+            kl_figure, kl_caption = kl_history_view(snap["name"], rows, bool(rows))
+        else:
+            kl_figure, kl_caption = None, ""
+        return figure, caption, kl_figure, kl_caption
+
     def train_status(self) -> tuple[str, object, Image.Image | None, bool]:
         """(progress Markdown, loss-curve figure, reconstruction history, still running)."""
         job = self.jobs.current
@@ -1416,6 +1511,23 @@ class Explorer:
             rows = [first.items] + [e.items for e in snap["epochs"][-7:]]  # the inputs, then the last epochs'
             history = kind.grid(kind.prepare(torch.cat(rows)), nrow=len(first.items), target=40)
         return "  \n".join(lines), fig, history, job.running
+
+
+def kl_history_view(name: str, rows: list[tuple[int, list[float]]], has_posterior: bool) -> tuple[object | None, str]:
+    """The KL-per-dimension-per-epoch heat map of `rows` [(epoch, KL per dimension)], or None and why not."""
+    if not has_posterior:
+        return None, (f"{name} has no posterior q(z|x), so no KL to the prior per dimension (VAEs have one; their "
+                      "heat map shows which latent dimensions wake up, epoch by epoch).")
+    if not rows:
+        return None, f"{name}: no KL per dimension was recorded while it trained (trained before it was recorded)."
+    epochs = [e for e, _ in rows]
+    kl = np.array([values for _, values in rows], np.float64)
+    last = kl[-1]
+    top = np.argsort(-last)[:3]
+    caption = (f"KL to N(0, 1) per latent dimension after each epoch (test mean, nats): a dark row is a dimension "
+               f"the model does not use. After epoch {epochs[-1]}: total {last.sum():.3g} nats; most used "
+               + ", ".join(f"z[{i}] {last[i]:.3g}" for i in top) + ".")
+    return figures.kl_per_epoch(epochs, kl, f"{name}: KL per dimension, epoch by epoch"), caption
 
 
 def number_input(value, what: str, minimum: float | None = None, maximum: float | None = None,
