@@ -43,7 +43,9 @@ from vae_explorer.server.page_decoders import PAGE_SCRIPT  # noqa: E402
 
 MAP_SCRIPT = PAGE_SCRIPT.parent / "map_touch.js"  # the maps' hover pictures, click-to-decode and marker drag
 MOTION_SCRIPT = PAGE_SCRIPT.parent / "motion.js"  # plays plotly animations in gr.Plot (Training in motion)
-MOTION_HEAD = f'<script src="gradio_api/file={MOTION_SCRIPT}"></script>'
+SELECT_SCRIPT = PAGE_SCRIPT.parent / "select_points.js"  # a map's box / lasso selection, for attribute groups
+MOTION_HEAD = (f'<script src="gradio_api/file={MOTION_SCRIPT}"></script>'
+               f'<script src="gradio_api/file={SELECT_SCRIPT}"></script>')
 
 log = logging.getLogger("vae_explorer.app")
 
@@ -103,7 +105,8 @@ See what autoencoders learn. **Latent map**: how an autoencoder (left) and a VAE
 images (click a point). **Reconstruct**, **Latent sliders**, **Interpolate**, **Sample** and **Denoise** decode
 from those codes; **Diagnostics** shows which latent dimensions are used, how the codes sit against N(0, I),
 how disentangled a model of known factors is, a linear AE against PCA, a VQ model's codebook, attribute vectors
-between labelled groups, and exports (codes, figures, run bundles); **Train**
+between two groups (by label or selected on a map), how the codes moved while it trained, and exports (codes,
+figures, run bundles); **Train**
 fits a new model in the background; **Models** describes each checkpoint.
 """
 
@@ -1025,18 +1028,34 @@ def diagnostics_tab(page: Page) -> None:
 
 
 def attribute_view(page: Page) -> None:
-    """Diagnostics' Attribute vectors sub-tab: the direction between two labelled groups' mean codes, how
-    consistent it is, applied to a test item with a strength slider, and the codes projected onto it."""
+    """Diagnostics' Attribute vectors sub-tab: the direction between two groups' mean codes (groups chosen by label,
+    or by selecting points on a map of the codes), how consistent it is, applied to a test item with a strength
+    slider, and the codes projected onto it."""
     ex = page.ex
     with gr.Tab("Attribute vectors", id="dg_attribute_tab") as tab:
-        gr.Markdown("Choose two groups by label: the direction from group A's mean code to group B's is an "
-                    "'attribute vector' (e.g. 1 → 7). Add it to any test item's code and decode; below, every "
-                    "code's position along it, coloured by group.")
+        gr.Markdown("Choose two groups by label, or by selecting points on the map: the direction from group A's "
+                    "mean code to group B's is an 'attribute vector' (e.g. 1 → 7). Add it to any test item's code "
+                    "and decode; below, every code's position along it, coloured by group.")
         with gr.Row():
             model = page.picker("Model", page.default("digits_vae"), elem_id="av_model")
             group_a = gr.Dropdown(["1"], value="1", label="Group A (label)", elem_id="av_a", allow_custom_value=True)
             group_b = gr.Dropdown(["7"], value="7", label="Group B (label)", elem_id="av_b", allow_custom_value=True)
             index = CheckedNumber(value=0, precision=0, minimum=0, label="Test item to move", elem_id="av_index")
+        with gr.Accordion("Choose the groups on the map instead", open=False, elem_id="av_select"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    select_map = gr.Plot(show_label=False, elem_id="av_map")
+                with gr.Column(scale=1):
+                    gr.Markdown("Drag a box around points on the map (or pick the lasso in its toolbar), then press "
+                                "a button: the selected test items become that group. Or type test indices. A group "
+                                "given by items replaces its label; choosing a label again goes back to it.",
+                                elem_classes="caption")
+                    items_a = gr.Textbox("", label="Group A: test items", elem_id="av_a_items", lines=2, max_lines=4,
+                                         placeholder="e.g. 3, 17, 40-45 (empty: the label above)")
+                    to_a = gr.Button("Selected points → group A", elem_id="av_to_a")
+                    items_b = gr.Textbox("", label="Group B: test items", elem_id="av_b_items", lines=2, max_lines=4,
+                                         placeholder="e.g. 3, 17, 40-45 (empty: the label above)")
+                    to_b = gr.Button("Selected points → group B", elem_id="av_to_b")
         text = gr.Markdown(elem_classes="caption", elem_id="av_text")
         with gr.Row():
             with gr.Column(scale=3):
@@ -1050,29 +1069,58 @@ def attribute_view(page: Page) -> None:
         page.model_cards(tab.select, model)
 
     def groups(name):
-        # The model's labels; two different ones to start (its first two, or 1 and 7 where they exist).
+        # The model's labels; two different ones to start (its first two, or 1 and 7 where they exist), no items.
         choices = ex.attribute_groups(name)
         a, b = ("1", "7") if {"1", "7"} <= set(choices) else (choices + choices)[:2]
-        return gr.Dropdown(choices=choices, value=a), gr.Dropdown(choices=choices, value=b)
+        return gr.Dropdown(choices=choices, value=a), gr.Dropdown(choices=choices, value=b), "", ""
 
-    def view(name, a, b, i):
-        shown, fig, caption = ex.attribute_view(name, a, b, i)
+    def view(name, a, b, i, items_a="", items_b=""):
+        shown, fig, caption = ex.attribute_view(name, a, b, i, items_a or None, items_b or None)
         return (*pair(shown, ex.shown_as(name) == "table"), fig, caption)
 
-    def at(name, a, b, i, s):
-        return pair(ex.attribute_at(name, a, b, i, s), ex.shown_as(name) == "table")
+    def with_map(name, a, b, ia, ib):
+        # The map is redrawn with the groups ringed; a group that cannot be told (the view says why) rings nothing.
+        return ex.attribute_map(name, a, b, ia or None, ib or None)
 
-    view_args = dict(fn=user_errors(view), inputs=[model, group_a, group_b, index],
-                     outputs=[strip, strip_rows, histogram, text])
-    at_args = dict(fn=user_errors(at), inputs=[model, group_a, group_b, index, strength], outputs=[moved, moved_rows],
-                   show_progress="hidden")
+    def label_a(name, a, b, i, ib):  # a label chosen for A: A is that label again, not the items
+        return ("", *view(name, a, b, i, "", ib), with_map(name, a, b, "", ib))
+
+    def label_b(name, a, b, i, ia):
+        return ("", *view(name, a, b, i, ia, ""), with_map(name, a, b, ia, ""))
+
+    def chosen(name, a, b, i, ia, ib):  # items typed, or selected on the map (the button's js put them in)
+        return (ia, ib, *view(name, a, b, i, ia, ib), with_map(name, a, b, ia, ib))
+
+    def at(name, a, b, i, s, items_a="", items_b=""):
+        return pair(ex.attribute_at(name, a, b, i, s, items_a or None, items_b or None), ex.shown_as(name) == "table")
+
+    shown = [strip, strip_rows, histogram, text]
+    view_args = dict(fn=user_errors(view), inputs=[model, group_a, group_b, index, items_a, items_b], outputs=shown)
+    map_args = dict(fn=user_errors(with_map), inputs=[model, group_a, group_b, items_a, items_b], outputs=select_map,
+                    show_progress="hidden")
+    at_args = dict(fn=user_errors(at), inputs=[model, group_a, group_b, index, strength, items_a, items_b],
+                   outputs=[moved, moved_rows], show_progress="hidden")
     # The groups are the model's labels: set first, then the views computed with them.
-    wire([tab.select, model.input], groups, model, [group_a, group_b], api_visibility="private",
-         show_progress="hidden").then(**view_args, api_visibility="private").then(**at_args, api_visibility="private")
-    wire([group_a.input, group_b.input, index.submit], view, view_args["inputs"], view_args["outputs"],
-         api_name="attribute_vector")
-    wire([group_a.input, group_b.input, index.submit, strength.release], at, at_args["inputs"], at_args["outputs"],
-         api_name="attribute_at", trigger_mode="always_last", show_progress="hidden")
+    wire([tab.select, model.input], groups, model, [group_a, group_b, items_a, items_b], api_visibility="private",
+         show_progress="hidden").then(**view_args, api_visibility="private").then(
+        **at_args, api_visibility="private").then(**map_args, api_visibility="private")
+    wire(group_a.input, label_a, [model, group_a, group_b, index, items_b], [items_a, *shown, select_map],
+         api_visibility="private").then(**at_args, api_visibility="private")
+    wire(group_b.input, label_b, [model, group_a, group_b, index, items_a], [items_b, *shown, select_map],
+         api_visibility="private").then(**at_args, api_visibility="private")
+    # select_points.js keeps the map's box / lasso selection; each button hands it to Python as that group's items.
+    selection = "(window.vaeSelection && window.vaeSelection.text('av_map'))"
+    for button, js in ((to_a, f"(m, a, b, i, ia, ib) => [m, a, b, i, {selection} || ia, ib]"),
+                       (to_b, f"(m, a, b, i, ia, ib) => [m, a, b, i, ia, {selection} || ib]")):
+        wire(button.click, chosen, [model, group_a, group_b, index, items_a, items_b],
+             [items_a, items_b, *shown, select_map], js=js, api_visibility="private").then(
+            **at_args, api_visibility="private")
+    wire([items_a.submit, items_b.submit], chosen, [model, group_a, group_b, index, items_a, items_b],
+         [items_a, items_b, *shown, select_map], api_visibility="private").then(**at_args, api_visibility="private")
+    wire(index.submit, view, view_args["inputs"], shown, api_name="attribute_vector").then(
+        **at_args, api_visibility="private")
+    wire(strength.release, at, at_args["inputs"], at_args["outputs"], api_name="attribute_at",
+         trigger_mode="always_last", show_progress="hidden")
 
 
 def motion_view(page: Page) -> None:
@@ -1402,7 +1450,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
     # checkpoints folder.
     explorer.pages.folder.mkdir(parents=True, exist_ok=True)
     explorer.tiles.folder.mkdir(parents=True, exist_ok=True)
-    gr.set_static_paths([PAGE_SCRIPT, MAP_SCRIPT, MOTION_SCRIPT, explorer.pages.folder, explorer.tiles.folder])
+    gr.set_static_paths([PAGE_SCRIPT, MAP_SCRIPT, MOTION_SCRIPT, SELECT_SCRIPT, explorer.pages.folder, explorer.tiles.folder])
     with ExplorerBlocks(title="vae-explorer", analytics_enabled=False, delete_cache=None) as demo:
         gr.Markdown(INTRO)
         page = Page(explorer, demo.load, explorer.checkpoint_names(), [])

@@ -289,6 +289,14 @@ def codebook_grid(pictures: list[str], counts: np.ndarray, title: str, chosen: i
     return _layout(fig, title, 60 * rows + 90)
 
 
+def ring_trace(points: np.ndarray, index: np.ndarray, name: str, colour: str) -> go.Scattergl:
+    """Open rings around (N, 2) points of a map (a chosen group), each with its test index as customdata."""
+    return go.Scattergl(x=points[:, 0], y=points[:, 1], mode="markers", name=f"{name} ({len(index)})",
+                        customdata=np.asarray(index), marker=dict(size=11, color="rgba(0,0,0,0)",
+                                                                  line=dict(width=1.5, color=colour)),
+                        hovertemplate=f"{name}: index %{{customdata}}<extra></extra>")
+
+
 def attribute_projection(values: np.ndarray, group: np.ndarray, names: tuple[str, str], title: str,
                          marked: float | None = None) -> go.Figure:
     """Histograms of every code's coordinate along an attribute direction: group A (group == 0), group B

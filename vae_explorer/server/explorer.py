@@ -1236,24 +1236,39 @@ class Explorer:
         """The labels a group can be chosen by (the data's class names)."""
         return list(self._data(self.load(name)).classes)
 
-    def _attribute(self, entry: LoadedCheckpoint, group_a: str, group_b: str) -> AttributeVector:
+    def _group(self, entry: LoadedCheckpoint, label: str, items) -> tuple[np.ndarray, str]:
+        """One group of an attribute vector: its test indices (sorted) and its name. `items` (indices as text,
+        "3, 17, 40-45", or a list; e.g. points selected on the map) when given, else the items labelled `label`."""
+        n = len(self._data(entry).test_x)
+        if _given(items):
+            chosen = _index_set(items, n)
+            return chosen, f"your {len(chosen)} chosen {entry.kind.item}s"
         classes = list(self._data(entry).classes)
-        for g in (group_a, group_b):
-            if g not in classes:
-                raise ViewError(f"{entry.name}'s test items are labelled {', '.join(classes) or 'by nothing'}; "
-                                f"choose two of those groups, not {g!r}")
-        if group_a == group_b:
-            raise ViewError("choose two different groups: the direction goes from group A's mean code to B's")
-        a, b = classes.index(group_a), classes.index(group_b)
-        return entry.cached(("attribute", a, b), lambda: attribute_vector(
-            entry.codes, entry.labels == a, entry.labels == b))
+        if label not in classes:
+            raise ViewError(f"{entry.name}'s test items are labelled {', '.join(classes) or 'by nothing'}; "
+                            f"choose two of those groups (or select points on the map), not {label!r}")
+        return np.flatnonzero(entry.labels == classes.index(label)), str(label)
 
-    def attribute_view(self, name: str, group_a: str, group_b: str, index=0) -> tuple[Image.Image, object, str]:
+    def _attribute(self, entry: LoadedCheckpoint, group_a: str, group_b: str, items_a=None, items_b=None
+                   ) -> tuple[AttributeVector, np.ndarray, np.ndarray, str, str]:
+        """The attribute vector between two groups (labels or index lists), the groups' indices and names."""
+        a, name_a = self._group(entry, group_a, items_a)
+        b, name_b = self._group(entry, group_b, items_b)
+        if np.array_equal(a, b):
+            raise ViewError("choose two different groups: the direction goes from group A's mean code to B's")
+        if name_a == name_b:  # two selections of the same size
+            name_a, name_b = f"A: {name_a}", f"B: {name_b}"
+        vector = entry.cached(("attribute", a.tobytes(), b.tobytes()), lambda: attribute_vector(entry.codes, a, b))
+        return vector, a, b, name_a, name_b
+
+    def attribute_view(self, name: str, group_a: str, group_b: str, index=0, items_a=None, items_b=None
+                       ) -> tuple[Image.Image, object, str]:
         """The attribute vector from group A's mean code to group B's: a strip of the chosen test item decoded
         at several strengths, the histogram of every code's position along the direction (coloured by group),
-        and the numbers (Markdown)."""
+        and the numbers (Markdown). A group is the items with a label, or `items_a` / `items_b` when given
+        (test indices: points selected on the map)."""
         entry = self.load(name)
-        vector = self._attribute(entry, group_a, group_b)
+        vector, in_a, in_b, group_a, group_b = self._attribute(entry, group_a, group_b, items_a, items_b)
         i = self._index(entry, index)
         z = apply_attribute(entry.codes[i], vector, self.ATTRIBUTE_STRENGTHS)
         kind, item = entry.kind, entry.kind.item
@@ -1261,19 +1276,21 @@ class Explorer:
         strip = kind.grid(kind.concat([self._test_items(entry, [i]), decoded]), nrow=len(self.ATTRIBUTE_STRENGTHS) + 1, target=64,
                           labels=[f"test {item} {i}", *(f"{s:+g}" for s in self.ATTRIBUTE_STRENGTHS)])
         values = projections(entry.codes, vector)
-        classes = list(self._data(entry).classes)
         group = np.full(len(values), -1)
-        group[entry.labels == classes.index(group_a)] = 0
-        group[entry.labels == classes.index(group_b)] = 1
+        group[in_a] = 0
+        group[in_b] = 1  # an item in both groups is drawn with B
         fig = figures.attribute_projection(values, group, (group_a, group_b),
                                            f"{name}: codes along {group_a} → {group_b}", float(values[i]))
         length = float(np.linalg.norm(vector.direction))
         spread = float(np.sqrt(np.mean(np.var(entry.codes, 0)) * entry.codes.shape[1]))
-        lines = [f"**{group_a} → {group_b}** in {name}'s {entry.model.latent_dim}-D codes: the mean code of the "
-                 f"{vector.size_b} test {item}s labelled {group_b} minus that of the {vector.size_a} labelled "
-                 f"{group_a}; length **{length:.3g}** (the codes' overall spread: {spread:.3g}).",
+        def members(size, group, items):
+            return f"your {size} chosen {item}s" if _given(items) else f"the {size} test {item}s labelled {group}"
+
+        lines = [f"**{group_a} → {group_b}** in {name}'s {entry.model.latent_dim}-D codes: the mean code of "
+                 f"{members(vector.size_b, group_b, items_b)} minus that of {members(vector.size_a, group_a, items_a)}"
+                 f"; length **{length:.3g}** (the codes' overall spread: {spread:.3g}).",
                  f"Consistency **{vector.consistency:.2f}**: the mean cosine between each individual pair's "
-                 f"difference (a {group_b} code minus a {group_a} code, {vector.pairs:,} pairs) and this direction; "
+                 f"difference (a B code minus an A code, {vector.pairs:,} pairs) and this direction; "
                  "1 if every pair differs exactly along it, near 0 if the groups differ in unrelated ways.",
                  f"Strip: test {item} {i} (label {self._data(entry).label(i)}), then its code plus s × the "
                  f"direction decoded, s = " + ", ".join(f"{s:g}" for s in self.ATTRIBUTE_STRENGTHS)
@@ -1281,13 +1298,34 @@ class Explorer:
                  f"along the direction; the dashed line is {item} {i}."]
         return strip, fig, "  \n".join(lines)
 
-    def attribute_at(self, name: str, group_a: str, group_b: str, index=0, strength=1.0):
+    def attribute_at(self, name: str, group_a: str, group_b: str, index=0, strength=1.0, items_a=None, items_b=None):
         """The chosen test item's code plus strength × the attribute direction, decoded (the slider's view)."""
         entry = self.load(name)
-        vector = self._attribute(entry, group_a, group_b)
+        vector = self._attribute(entry, group_a, group_b, items_a, items_b)[0]
         s = number_input(strength, "Strength", -3, 3)
         z = apply_attribute(entry.codes[self._index(entry, index)], vector, [s])
         return entry.kind.show(entry.decode(torch.as_tensor(z, dtype=torch.float32))[0], target=160)
+
+    def attribute_map(self, name: str, group_a: str = "", group_b: str = "", items_a=None, items_b=None):
+        """The Latent map of the model's test codes for choosing groups by box or lasso selection (plotly's own
+        tools; select_points.js reads the selection), with the current groups A and B ringed when they can be
+        told (an unknown label rings nothing: the view's message says why)."""
+        entry = self.load(name)
+        fig = self.latent_map(name, "auto").figure
+        xy = np.zeros((len(entry.codes), 2))  # each test item's place on the map
+        for trace in fig.data:
+            ids = np.asarray(trace.customdata, int)
+            xy[ids] = np.column_stack([np.asarray(trace.x, float), np.asarray(trace.y, float)])
+        for label, items, ring, colour in ((group_a, items_a, "group A", figures.PALETTE[0]),
+                                           (group_b, items_b, "group B", figures.PALETTE[2])):
+            try:
+                chosen, _ = self._group(entry, label, items)
+            except ViewError:
+                continue
+            fig.add_trace(figures.ring_trace(xy[chosen], chosen, ring, colour))
+        fig.update_layout(dragmode="select", meta={"select": "attribute"}, uirevision=None,
+                          title=dict(text=f"{name}: select points (box or lasso), then use them as group A or B"))
+        return fig
 
     # ---- export -----------------------------------------------------------------------------
 
@@ -1599,6 +1637,36 @@ def _png_bytes(drawing) -> bytes:
         return base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError):
         raise ViewError("the drawing's data URL is not valid base64") from None
+
+
+def _given(items) -> bool:
+    """A group's items were given (not None, not empty text, not an empty list)."""
+    return items is not None and str(items).strip() not in ("", "[]")
+
+
+def _index_set(items, n: int) -> np.ndarray:
+    """Test indices from text ("3, 17, 40-45", spaces or commas; a JSON list too) or a list, checked against the
+    test set's n items; sorted, each once. No cap: a selection on the map may hold thousands."""
+    if isinstance(items, str):
+        text = items.strip().lstrip("[").rstrip("]")
+        out = []
+        for part in re.split(r"[,;\s]+", text):
+            if not part:
+                continue
+            bounds = part.split("-", 1) if "-" in part[1:] else [part]
+            if not all(b.isdigit() for b in bounds):
+                raise ViewError(f"{part!r} is not a test index; write indices like 0, 5, 10-13")
+            out.extend(range(int(bounds[0]), int(bounds[-1]) + 1))
+    else:
+        try:
+            out = [int(i) for i in items]
+        except (TypeError, ValueError):
+            raise ViewError("a group's items must be test indices like 0, 5, 10-13") from None
+    chosen = np.unique(np.asarray(out, np.int64))
+    bad = chosen[(chosen < 0) | (chosen >= n)]
+    if len(bad):
+        raise ViewError(f"indices {bad[:5].tolist()} are out of range: the test set has items 0 to {n - 1}")
+    return chosen
 
 
 def _parse_indices(text: str, n: int) -> list[int]:
