@@ -76,3 +76,8 @@ def test_groups_of_items_through_the_server(app_server, digits):
         in by_items and "chosen images" in by_items and "labelled 7" in by_label
     with pytest.raises(Exception, match="out of range"):
         client.predict("digits_vae", "1", "7", 5, "1, 99999", "", api_name="/attribute_vector")
+
+
+def test_an_empty_selection_text_says_so(explorer):
+    with pytest.raises(ViewError, match="no test index given"):
+        explorer.attribute_view("digits_vae", "7", "1", 0, " , ", None)

@@ -13,8 +13,8 @@ from sklearn.decomposition import PCA
 
 from vae_explorer import TrainConfig, build_model, fit, load_checkpoint, read_metadata, save_checkpoint
 from vae_explorer.checkpoints import load_motion, load_train_state
-from vae_explorer.latent import encode_items
-from vae_explorer.motion import MotionRecord, align, kept_epochs, motion_items
+from vae_explorer.latent import encode_items, pca_2d, principal_axes
+from vae_explorer.motion import MotionRecord, align, kept_epochs, motion_items, project
 
 from .conftest import REPO
 
@@ -63,6 +63,12 @@ def test_alignment_undoes_a_rotation_and_a_reflection():
     aligned = align(moved, previous)
     np.testing.assert_allclose(np.linalg.norm(aligned, axis=1), np.linalg.norm(moved, axis=1), rtol=1e-5)
     assert np.linalg.norm(aligned - previous) < np.linalg.norm(moved - previous)
+
+
+def test_a_pca_frame_is_the_latent_maps_pca():
+    """project's eigenvectors of the scatter matrix give the Latent map's PCA coefficients, signs included."""
+    codes = np.random.default_rng(2).normal(size=(300, 7)) * np.arange(1, 8)
+    np.testing.assert_allclose(project(codes, "pca"), pca_2d(codes, principal_axes(codes)), atol=1e-4)
 
 
 def test_record_turns_only_pca_frames():

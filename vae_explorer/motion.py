@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy.linalg import orthogonal_procrustes
 
-from .latent import pca_2d, principal_axes, raw_2d, resolve_projection
+from .latent import raw_2d, resolve_projection
 
 MOTION_SEED = 0  # the subset does not depend on the run's seed: two models of the same data show the same items
 EARLY_FRAMES = 8  # epochs always kept from the start of a run (at most a quarter of the frames)
@@ -63,11 +63,19 @@ def align(frame: np.ndarray, previous: np.ndarray) -> np.ndarray:
 
 
 def project(codes: np.ndarray, projection: str) -> np.ndarray:
-    """(N, D) codes -> (N, 2) as the Latent map places them: raw, or on the codes' own top two principal axes."""
-    codes = np.asarray(codes, np.float32)
+    """(N, D) codes -> (N, 2) as the Latent map places them: raw, or their coefficients on their own top two
+    principal axes (each axis signed as `principal_axes` signs it: its largest component positive). The axes come
+    from the eigenvectors of the (D, D) scatter matrix, not an SVD of the (N, D) codes: the same axes, in a
+    fraction of the time, after every epoch."""
+    codes = np.asarray(codes, np.float64)
     if projection == "raw":
         return raw_2d(codes).astype(np.float32)
-    return pca_2d(codes, principal_axes(codes)).astype(np.float32)
+    centred = codes - codes.mean(0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
+    top = vectors[:, ::-1][:, :2]
+    signs = np.sign(top[np.abs(top).argmax(0), np.arange(top.shape[1])])
+    points = centred @ (top * np.where(signs == 0, 1, signs))
+    return np.pad(points, ((0, 0), (0, 2 - points.shape[1]))).astype(np.float32)  # a 1-D code: y = 0
 
 
 @dataclass

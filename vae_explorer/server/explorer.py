@@ -1254,6 +1254,9 @@ class Explorer:
         """The attribute vector between two groups (labels or index lists), the groups' indices and names."""
         a, name_a = self._group(entry, group_a, items_a)
         b, name_b = self._group(entry, group_b, items_b)
+        for group, name in ((a, name_a), (b, name_b)):
+            if not len(group):
+                raise ViewError(f"no test {entry.kind.item} is labelled {name}: choose another group")
         if np.array_equal(a, b):
             raise ViewError("choose two different groups: the direction goes from group A's mean code to B's")
         if name_a == name_b:  # two selections of the same size
@@ -1662,6 +1665,8 @@ def _index_set(items, n: int) -> np.ndarray:
             out = [int(i) for i in items]
         except (TypeError, ValueError):
             raise ViewError("a group's items must be test indices like 0, 5, 10-13") from None
+    if not len(out):
+        raise ViewError("a group's items: no test index given; write indices like 0, 5, 10-13, or leave it empty")
     chosen = np.unique(np.asarray(out, np.int64))
     bad = chosen[(chosen < 0) | (chosen >= n)]
     if len(bad):
