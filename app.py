@@ -18,6 +18,7 @@ import os
 import random
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 
@@ -1297,6 +1298,7 @@ def datasets_panel(page: Page) -> None:
 
 
 OPTIONAL_SETTINGS = ("beta", "noise_std", "likelihood")
+VIEWS_EVERY_S = 2.0  # the Train tab's map and KL heat map are redrawn at most this often while a run goes
 
 
 def train_tab(page: Page) -> None:
@@ -1402,12 +1404,20 @@ def train_tab(page: Page) -> None:
         return text, fig, image
 
     def poll(last_seen):
-        # Every open page polls twice a second: answer "nothing new" without redrawing when nothing is.
-        version = ex.train_version()
-        if version == last_seen:
+        # Every open page polls twice a second: answer "nothing new" without redrawing when nothing is. The map and
+        # the KL heat map change only when an epoch ends or the run does (not with every step's progress), and are
+        # redrawn at most every VIEWS_EVERY_S while it runs: small datasets finish several epochs a second, and
+        # redrawing two plots each time kept a loaded machine's page busy.
+        version, views_version = ex.train_version(), ex.train_views_version()
+        seen_version, seen_views, drawn_at = last_seen if isinstance(last_seen, (list, tuple)) and len(last_seen) == 3 \
+            else (None, None, 0.0)
+        if version == seen_version:
             return (*[gr.skip()] * (len(outputs) + len(view_outputs)), last_seen, gr.Timer(active=ex.train_running()))
         text, fig, image, running = ex.train_status()
-        return text, fig, image, *views(), version, gr.Timer(active=running)
+        due = views_version != seen_views and (not running or time.monotonic() - drawn_at >= VIEWS_EVERY_S)
+        shown = views() if due else [gr.skip()] * len(view_outputs)
+        state = [version, views_version, time.monotonic()] if due else [version, seen_views, drawn_at]
+        return text, fig, image, *shown, state, gr.Timer(active=running)
 
     def stop_run():
         ex.train_cancel()  # its message is part of the status below

@@ -107,10 +107,11 @@ def test_the_train_tab_shows_the_newest_frame_then_every_epoch(tmp_path):
     map has every epoch; the newest frame it showed while running came from the epoch events."""
     ex = Explorer(tmp_path)
     try:
-        assert ex.train_views() == (None, "", None, "")
+        assert ex.train_views() == (None, "", None, "") and ex.train_views_version() == ()
         ex.train_start(model="vae", dataset="digits", latent_dim=2, epochs=3, batch_size=64, name="live")
         assert wait_for(lambda: ex.train_running() is False, timeout=180), ex.train_status()[0]
         assert "finished" in ex.train_status()[0]
+        assert ex.train_views_version()[1:] == (3, "finished")  # the page redraws the views when this changes
         events = ex.jobs.current.snapshot()["epochs"]
         assert [e.epoch for e in events] == [1, 2, 3] and all(len(e.motion["points"]) == 359 for e in events)
         figure, caption, kl_figure, kl_caption = ex.train_views()

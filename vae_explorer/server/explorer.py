@@ -1484,6 +1484,13 @@ class Explorer:
         job = self.jobs.current
         return () if job is None else (job.started, job.version, job.status)
 
+    def train_views_version(self) -> tuple:
+        """Changes whenever `train_views` would show something new: an epoch ended, or the run did (cheap)."""
+        job = self.jobs.current
+        if job is None:
+            return ()
+        return (job.started, job.epochs_done(), job.status)
+
     def train_views(self) -> tuple[object | None, str, object | None, str]:
         """The current (or last) training's map of its fixed test items and its KL per dimension per epoch:
         (map figure or None, its caption, KL heat map or None, its caption). While it runs the map is the newest
