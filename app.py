@@ -18,6 +18,7 @@ import os
 import random
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ from vae_explorer.data import DATASETS, IMAGES  # noqa: E402
 from vae_explorer.data.downloads import DOWNLOADABLE  # noqa: E402
 from vae_explorer.data.images import MAX_UPLOAD_BYTES  # noqa: E402
 from vae_explorer.devices import device_choices  # noqa: E402
+from vae_explorer.figures import page_animation  # noqa: E402
 from vae_explorer.latent import PROJECTIONS  # noqa: E402
 from vae_explorer.memory import MEMORY_SHARE  # noqa: E402
 from vae_explorer.models import LIKELIHOODS, MODELS, load_plugins  # noqa: E402
@@ -41,6 +43,10 @@ from vae_explorer.server.cache import CacheJanitor  # noqa: E402
 from vae_explorer.server.page_decoders import PAGE_SCRIPT  # noqa: E402
 
 MAP_SCRIPT = PAGE_SCRIPT.parent / "map_touch.js"  # the maps' hover pictures, click-to-decode and marker drag
+MOTION_SCRIPT = PAGE_SCRIPT.parent / "motion.js"  # plays plotly animations in gr.Plot (Training in motion)
+SELECT_SCRIPT = PAGE_SCRIPT.parent / "select_points.js"  # a map's box / lasso selection, for attribute groups
+MOTION_HEAD = (f'<script src="gradio_api/file={MOTION_SCRIPT}"></script>'
+               f'<script src="gradio_api/file={SELECT_SCRIPT}"></script>')
 
 log = logging.getLogger("vae_explorer.app")
 
@@ -101,7 +107,8 @@ See what autoencoders learn. **Latent map**: how an autoencoder (left) and a VAE
 images (click a point). **Reconstruct**, **Latent sliders**, **Interpolate**, **Sample** and **Denoise** decode
 from those codes; **Diagnostics** shows which latent dimensions are used, how the codes sit against N(0, I),
 how disentangled a model of known factors is, a linear AE against PCA, a VQ model's codebook, attribute vectors
-between labelled groups, and exports (codes, figures, run bundles); **Train**
+between two groups (by label or selected on a map), how the codes moved while it trained, and exports (codes,
+figures, run bundles); **Train**
 fits a new model in the background; **Models** describes each checkpoint.
 """
 
@@ -970,6 +977,7 @@ def diagnostics_tab(page: Page) -> None:
                 codebook_pick = gr.Button("pick", elem_id="cb_pick_button", visible="hidden")
                 page.model_cards(codebook_tab.select, codebook_model)
             attribute_view(page)
+            motion_view(page)
             export_view(page)
 
     def usage(name):
@@ -1025,18 +1033,34 @@ def diagnostics_tab(page: Page) -> None:
 
 
 def attribute_view(page: Page) -> None:
-    """Diagnostics' Attribute vectors sub-tab: the direction between two labelled groups' mean codes, how
-    consistent it is, applied to a test item with a strength slider, and the codes projected onto it."""
+    """Diagnostics' Attribute vectors sub-tab: the direction between two groups' mean codes (groups chosen by label,
+    or by selecting points on a map of the codes), how consistent it is, applied to a test item with a strength
+    slider, and the codes projected onto it."""
     ex = page.ex
     with gr.Tab("Attribute vectors", id="dg_attribute_tab") as tab:
-        gr.Markdown("Choose two groups by label: the direction from group A's mean code to group B's is an "
-                    "'attribute vector' (e.g. 1 → 7). Add it to any test item's code and decode; below, every "
-                    "code's position along it, coloured by group.")
+        gr.Markdown("Choose two groups by label, or by selecting points on the map: the direction from group A's "
+                    "mean code to group B's is an 'attribute vector' (e.g. 1 → 7). Add it to any test item's code "
+                    "and decode; below, every code's position along it, coloured by group.")
         with gr.Row():
             model = page.picker("Model", page.default("digits_vae"), elem_id="av_model")
             group_a = gr.Dropdown(["1"], value="1", label="Group A (label)", elem_id="av_a", allow_custom_value=True)
             group_b = gr.Dropdown(["7"], value="7", label="Group B (label)", elem_id="av_b", allow_custom_value=True)
             index = CheckedNumber(value=0, precision=0, minimum=0, label="Test item to move", elem_id="av_index")
+        with gr.Accordion("Choose the groups on the map instead", open=False, elem_id="av_select"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    select_map = gr.Plot(show_label=False, elem_id="av_map")
+                with gr.Column(scale=1):
+                    gr.Markdown("Drag a box around points on the map (or pick the lasso in its toolbar), then press "
+                                "a button: the selected test items become that group. Or type test indices. A group "
+                                "given by items replaces its label; choosing a label again goes back to it.",
+                                elem_classes="caption")
+                    items_a = gr.Textbox("", label="Group A: test items", elem_id="av_a_items", lines=2, max_lines=4,
+                                         placeholder="e.g. 3, 17, 40-45 (empty: the label above)")
+                    to_a = gr.Button("Selected points → group A", elem_id="av_to_a")
+                    items_b = gr.Textbox("", label="Group B: test items", elem_id="av_b_items", lines=2, max_lines=4,
+                                         placeholder="e.g. 3, 17, 40-45 (empty: the label above)")
+                    to_b = gr.Button("Selected points → group B", elem_id="av_to_b")
         text = gr.Markdown(elem_classes="caption", elem_id="av_text")
         with gr.Row():
             with gr.Column(scale=3):
@@ -1050,29 +1074,88 @@ def attribute_view(page: Page) -> None:
         page.model_cards(tab.select, model)
 
     def groups(name):
-        # The model's labels; two different ones to start (its first two, or 1 and 7 where they exist).
+        # The model's labels; two different ones to start (its first two, or 1 and 7 where they exist), no items.
         choices = ex.attribute_groups(name)
         a, b = ("1", "7") if {"1", "7"} <= set(choices) else (choices + choices)[:2]
-        return gr.Dropdown(choices=choices, value=a), gr.Dropdown(choices=choices, value=b)
+        return gr.Dropdown(choices=choices, value=a), gr.Dropdown(choices=choices, value=b), "", ""
 
-    def view(name, a, b, i):
-        shown, fig, caption = ex.attribute_view(name, a, b, i)
+    def view(name, a, b, i, items_a="", items_b=""):
+        shown, fig, caption = ex.attribute_view(name, a, b, i, items_a or None, items_b or None)
         return (*pair(shown, ex.shown_as(name) == "table"), fig, caption)
 
-    def at(name, a, b, i, s):
-        return pair(ex.attribute_at(name, a, b, i, s), ex.shown_as(name) == "table")
+    def with_map(name, a, b, ia, ib):
+        # The map is redrawn with the groups ringed; a group that cannot be told (the view says why) rings nothing.
+        return ex.attribute_map(name, a, b, ia or None, ib or None)
 
-    view_args = dict(fn=user_errors(view), inputs=[model, group_a, group_b, index],
-                     outputs=[strip, strip_rows, histogram, text])
-    at_args = dict(fn=user_errors(at), inputs=[model, group_a, group_b, index, strength], outputs=[moved, moved_rows],
-                   show_progress="hidden")
+    def label_a(name, a, b, i, ib):  # a label chosen for A: A is that label again, not the items
+        return ("", *view(name, a, b, i, "", ib), with_map(name, a, b, "", ib))
+
+    def label_b(name, a, b, i, ia):
+        return ("", *view(name, a, b, i, ia, ""), with_map(name, a, b, ia, ""))
+
+    def chosen(name, a, b, i, ia, ib):  # items typed, or selected on the map (the button's js put them in)
+        return (ia, ib, *view(name, a, b, i, ia, ib), with_map(name, a, b, ia, ib))
+
+    def at(name, a, b, i, s, items_a="", items_b=""):
+        return pair(ex.attribute_at(name, a, b, i, s, items_a or None, items_b or None), ex.shown_as(name) == "table")
+
+    shown = [strip, strip_rows, histogram, text]
+    view_args = dict(fn=user_errors(view), inputs=[model, group_a, group_b, index, items_a, items_b], outputs=shown)
+    map_args = dict(fn=user_errors(with_map), inputs=[model, group_a, group_b, items_a, items_b], outputs=select_map,
+                    show_progress="hidden")
+    at_args = dict(fn=user_errors(at), inputs=[model, group_a, group_b, index, strength, items_a, items_b],
+                   outputs=[moved, moved_rows], show_progress="hidden")
     # The groups are the model's labels: set first, then the views computed with them.
-    wire([tab.select, model.input], groups, model, [group_a, group_b], api_visibility="private",
-         show_progress="hidden").then(**view_args, api_visibility="private").then(**at_args, api_visibility="private")
-    wire([group_a.input, group_b.input, index.submit], view, view_args["inputs"], view_args["outputs"],
-         api_name="attribute_vector")
-    wire([group_a.input, group_b.input, index.submit, strength.release], at, at_args["inputs"], at_args["outputs"],
-         api_name="attribute_at", trigger_mode="always_last", show_progress="hidden")
+    wire([tab.select, model.input], groups, model, [group_a, group_b, items_a, items_b], api_visibility="private",
+         show_progress="hidden").then(**view_args, api_visibility="private").then(
+        **at_args, api_visibility="private").then(**map_args, api_visibility="private")
+    wire(group_a.input, label_a, [model, group_a, group_b, index, items_b], [items_a, *shown, select_map],
+         api_visibility="private").then(**at_args, api_visibility="private")
+    wire(group_b.input, label_b, [model, group_a, group_b, index, items_a], [items_b, *shown, select_map],
+         api_visibility="private").then(**at_args, api_visibility="private")
+    # select_points.js keeps the map's box / lasso selection; each button hands it to Python as that group's items.
+    selection = "(window.vaeSelection && window.vaeSelection.text('av_map'))"
+    for button, js in ((to_a, f"(m, a, b, i, ia, ib) => [m, a, b, i, {selection} || ia, ib]"),
+                       (to_b, f"(m, a, b, i, ia, ib) => [m, a, b, i, ia, {selection} || ib]")):
+        wire(button.click, chosen, [model, group_a, group_b, index, items_a, items_b],
+             [items_a, items_b, *shown, select_map], js=js, api_visibility="private").then(
+            **at_args, api_visibility="private")
+    wire([items_a.submit, items_b.submit], chosen, [model, group_a, group_b, index, items_a, items_b],
+         [items_a, items_b, *shown, select_map], api_visibility="private").then(**at_args, api_visibility="private")
+    wire(index.submit, view, view_args["inputs"], shown, api_name="attribute_vector").then(
+        **at_args, api_visibility="private")
+    wire(strength.release, at, at_args["inputs"], at_args["outputs"], api_name="attribute_at",
+         trigger_mode="always_last", show_progress="hidden")
+
+
+def motion_view(page: Page) -> None:
+    """Diagnostics' Training in motion sub-tab: the map of a fixed set of test items after each epoch, played in
+    the page (plotly's play button and epoch slider; motion.js), and the KL per dimension per epoch."""
+    ex = page.ex
+    with gr.Tab("Training in motion", id="dg_motion_tab") as tab:
+        gr.Markdown("How the latent space formed while the model trained: the same test items' codes after each "
+                    "epoch (recorded during training and kept in the checkpoint). Press ▶ Play or drag the epoch "
+                    "slider. Below, for models with a posterior, the KL to the prior of each latent dimension "
+                    "after each epoch.")
+        model = page.picker("Model", page.default("digits_vae"), elem_id="tm_model")
+        text = gr.Markdown(elem_classes="caption", elem_id="tm_text")
+        motion = gr.Plot(show_label=False, elem_id="tm_plot", visible=False)
+        kl_text = gr.Markdown(elem_classes="caption", elem_id="tm_kl_text")
+        kl = gr.Plot(show_label=False, elem_id="tm_kl", visible=False)
+        page.model_cards(tab.select, model)
+
+    def view(name):
+        # A checkpoint without recorded frames gets the explorer's message in place of the map: it stays on
+        # the page, where a toast would vanish and leave the last model's animation.
+        try:
+            figure, caption = ex.training_motion(name)
+        except ViewError as e:
+            figure, caption = None, f"**{e}**"
+        kl_figure, kl_caption = ex.kl_history(name)
+        return (gr.Plot(page_animation(figure), visible=figure is not None), caption,
+                gr.Plot(kl_figure, visible=kl_figure is not None), kl_caption)
+
+    wire([tab.select, model.change], view, model, [motion, text, kl, kl_text], api_name="training_motion")
 
 
 def export_view(page: Page) -> None:
@@ -1219,6 +1302,7 @@ def datasets_panel(page: Page) -> None:
 
 
 OPTIONAL_SETTINGS = ("beta", "noise_std", "likelihood")
+VIEWS_EVERY_S = 2.0  # the Train tab's map and KL heat map are redrawn at most this often while a run goes
 
 
 def train_tab(page: Page) -> None:
@@ -1267,9 +1351,17 @@ def train_tab(page: Page) -> None:
                 gr.Markdown("Fixed test items (top row) and their reconstructions after each of the "
                             "last epochs (one row per epoch, newest at the bottom).", elem_classes="caption")
                 history = gr.Image(show_label=False, format="png", elem_id="tr_history")
+        with gr.Row():
+            with gr.Column():
+                motion_text = gr.Markdown(elem_classes="caption", elem_id="tr_motion_text")
+                motion = gr.Plot(show_label=False, elem_id="tr_motion", visible=False)
+            with gr.Column():
+                kl_text = gr.Markdown(elem_classes="caption", elem_id="tr_kl_text")
+                kl = gr.Plot(show_label=False, elem_id="tr_kl", visible=False)
         timer = gr.Timer(0.5, active=False)
         seen = gr.State(None)  # the job version this page last drew
         status_button = gr.Button(visible=False)  # for API clients: /train_status
+        views_button = gr.Button(visible=False)  # for API clients: /train_views
 
     def model_changed(chosen, current_dataset):
         # A setting the model lacks is hidden and sent as None, so an API client that sends one is refused.
@@ -1304,23 +1396,39 @@ def train_tab(page: Page) -> None:
         gr.Info(message.replace("**", ""))  # toasts show plain text
         return (*show_status(), gr.Timer(active=True))
 
+    def views():
+        # The map of the fixed test items (the newest epoch while it runs, every epoch once it ends) and the KL
+        # per dimension per epoch.
+        figure, caption, kl_figure, kl_caption = ex.train_views()
+        return (caption, gr.Plot(page_animation(figure), visible=figure is not None), kl_caption,
+                gr.Plot(kl_figure, visible=kl_figure is not None))
+
     def show_status():
         text, fig, image, _ = ex.train_status()
         return text, fig, image
 
     def poll(last_seen):
-        # Every open page polls twice a second: answer "nothing new" without redrawing when nothing is.
-        version = ex.train_version()
-        if version == last_seen:
-            return gr.skip(), gr.skip(), gr.skip(), last_seen, gr.Timer(active=ex.train_running())
+        # Every open page polls twice a second: answer "nothing new" without redrawing when nothing is. The map and
+        # the KL heat map change only when an epoch ends or the run does (not with every step's progress), and are
+        # redrawn at most every VIEWS_EVERY_S while it runs: small datasets finish several epochs a second, and
+        # redrawing two plots each time kept a loaded machine's page busy.
+        version, views_version = ex.train_version(), ex.train_views_version()
+        seen_version, seen_views, drawn_at = last_seen if isinstance(last_seen, (list, tuple)) and len(last_seen) == 3 \
+            else (None, None, 0.0)
+        if version == seen_version:
+            return (*[gr.skip()] * (len(outputs) + len(view_outputs)), last_seen, gr.Timer(active=ex.train_running()))
         text, fig, image, running = ex.train_status()
-        return text, fig, image, version, gr.Timer(active=running)
+        due = views_version != seen_views and (not running or time.monotonic() - drawn_at >= VIEWS_EVERY_S)
+        shown = views() if due else [gr.skip()] * len(view_outputs)
+        state = [version, views_version, time.monotonic()] if due else [version, seen_views, drawn_at]
+        return text, fig, image, *shown, state, gr.Timer(active=running)
 
     def stop_run():
         ex.train_cancel()  # its message is part of the status below
         return (*show_status(), gr.Timer(active=False))
 
     outputs = [status, curves, history]
+    view_outputs = [motion_text, motion, kl_text, kl]
     wire(model.change, model_changed, [model, dataset], [beta, noise, likelihood, dataset, table_row],
          api_visibility="private", show_progress="hidden")
     wire(dataset.input, dataset_changed, [dataset, model], [model, table_row], api_visibility="private",
@@ -1332,12 +1440,16 @@ def train_tab(page: Page) -> None:
          show_progress="hidden")
     wire(start.click, start_run, [model, dataset, latent, beta, likelihood, noise, epochs, lr, batch, device, name,
                                   extra, table_file, label_column, ignore_columns], [*outputs, timer],
-         api_name="train_start", concurrency_limit=1, concurrency_id="train")
+         api_name="train_start", concurrency_limit=1, concurrency_id="train"
+         ).then(user_errors(views), None, view_outputs, api_visibility="private", show_progress="hidden")
     wire(cancel.click, stop_run, None, [*outputs, timer], api_name="train_cancel", concurrency_limit=1,
-         concurrency_id="train")
-    wire(timer.tick, poll, seen, [*outputs, seen, timer], api_visibility="private", show_progress="hidden")
-    wire(page.load, poll, seen, [*outputs, seen, timer], api_visibility="private")
+         concurrency_id="train").then(user_errors(views), None, view_outputs, api_visibility="private",
+                                      show_progress="hidden")
+    wire(timer.tick, poll, seen, [*outputs, *view_outputs, seen, timer], api_visibility="private",
+         show_progress="hidden")
+    wire(page.load, poll, seen, [*outputs, *view_outputs, seen, timer], api_visibility="private")
     wire(status_button.click, show_status, None, outputs, api_name="train_status")
+    wire(views_button.click, views, None, view_outputs, api_name="train_views")
 
 
 def models_tab(page: Page) -> None:
@@ -1352,7 +1464,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
     # checkpoints folder.
     explorer.pages.folder.mkdir(parents=True, exist_ok=True)
     explorer.tiles.folder.mkdir(parents=True, exist_ok=True)
-    gr.set_static_paths([PAGE_SCRIPT, MAP_SCRIPT, explorer.pages.folder, explorer.tiles.folder])
+    gr.set_static_paths([PAGE_SCRIPT, MAP_SCRIPT, MOTION_SCRIPT, SELECT_SCRIPT, explorer.pages.folder, explorer.tiles.folder])
     with ExplorerBlocks(title="vae-explorer", analytics_enabled=False, delete_cache=None) as demo:
         gr.Markdown(INTRO)
         page = Page(explorer, demo.load, explorer.checkpoint_names(), [])
@@ -1393,7 +1505,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bo
 
     demo.cache_janitor = CacheJanitor(demo, int(cache_cap_mb * 2**20), cache_max_age_min * 60,
                                       root=get_upload_folder()).start()
-    return demo.launch(server_name=host, server_port=port, share=share, head=CLICK_BRIDGE + URL_STATE_SCRIPT, css=CSS,
+    return demo.launch(server_name=host, server_port=port, share=share, head=CLICK_BRIDGE + URL_STATE_SCRIPT + MOTION_HEAD, css=CSS,
                        max_file_size=MAX_UPLOAD_BYTES, footer_links=["api"], ssr_mode=False,
                        show_error=True, run_history=False, **kwargs)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vae_explorer.checkpoints import load_checkpoint, read_metadata, save_checkpoint  # noqa: E402
+from vae_explorer.checkpoints import load_checkpoint, load_motion, read_metadata, save_checkpoint  # noqa: E402
 from vae_explorer.cli import main as cli  # noqa: E402
 from vae_explorer.models import MODELS, load_plugins, shipped_checkpoint  # noqa: E402
 from vae_explorer.runs import flag_words  # noqa: E402
@@ -58,7 +58,8 @@ def strip_train_state(path: Path) -> None:
     if meta.get("dataset", {}).get("root") is not None:
         meta["dataset"]["root"] = None
     model, _ = load_checkpoint(path)
-    save_checkpoint(path, model, meta)
+    # The map after each epoch stays (the Diagnostics tab plays it); only the optimizer and RNG state go.
+    save_checkpoint(path, model, meta, motion=load_motion(path))
 
 
 def main(argv: list[str]) -> None:

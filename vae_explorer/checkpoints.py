@@ -2,7 +2,8 @@
 pickle anywhere) and, in its JSON header, the model name and config, dataset,
 training settings, per-epoch metrics, creation time and package version.
 Optional "train." tensors (optimizer moments, RNG; layout in `train_state`)
-make a run resumable.
+make a run resumable; optional "motion." tensors hold the map of a fixed set of
+test codes after each epoch (`vae_explorer.motion`), kept in shipped checkpoints.
 
 Writes are atomic (temporary file, fsync, rename), so a crash mid-write leaves
 the previous checkpoint intact.
@@ -52,13 +53,17 @@ def find_checkpoint(name: str | os.PathLike) -> Path:
     raise CheckpointError(f"{name}: no such checkpoint file (looked for {', '.join(map(str, candidates[1:]))})")
 
 
-def save_checkpoint(path, model: Autoencoder, meta: dict, train_state: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write weights + metadata (+ optional resumable training state) atomically; returns the path."""
+def save_checkpoint(path, model: Autoencoder, meta: dict, train_state: dict[str, torch.Tensor] | None = None,
+                    motion: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write weights + metadata (+ optional resumable training state, + optional training-in-motion frames)
+    atomically; returns the path."""
     path = checkpoint_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     for k, v in (train_state or {}).items():
         tensors[f"train.{k}"] = v.detach().cpu().contiguous().clone()
+    for k, v in (motion or {}).items():
+        tensors[f"motion.{k}"] = v.detach().cpu().contiguous().clone()
     header = {
         "format": "vae-explorer-checkpoint", "format_version": FORMAT_VERSION,
         "model": model.name, "config": model.config.to_dict(),
@@ -166,6 +171,11 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[Autoencod
 def load_train_state(path) -> dict[str, torch.Tensor]:
     """The resumable training state (optimizer, RNG) saved with a checkpoint, or {}."""
     return _read_tensors(Path(path), "train.")
+
+
+def load_motion(path) -> dict[str, torch.Tensor]:
+    """The training-in-motion frames saved with a checkpoint (`vae_explorer.motion.MotionRecord.tensors`), or {}."""
+    return _read_tensors(Path(path), "motion.")
 
 
 # ---- the training state's layout -----------------------------------------------------------

@@ -2,6 +2,9 @@
 Each takes plain arrays and returns a `go.Figure`; nothing here knows about Gradio."""
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -286,6 +289,14 @@ def codebook_grid(pictures: list[str], counts: np.ndarray, title: str, chosen: i
     return _layout(fig, title, 60 * rows + 90)
 
 
+def ring_trace(points: np.ndarray, index: np.ndarray, name: str, colour: str) -> go.Scattergl:
+    """Open rings around (N, 2) points of a map (a chosen group), each with its test index as customdata."""
+    return go.Scattergl(x=points[:, 0], y=points[:, 1], mode="markers", name=f"{name} ({len(index)})",
+                        customdata=np.asarray(index), marker=dict(size=11, color="rgba(0,0,0,0)",
+                                                                  line=dict(width=1.5, color=colour)),
+                        hovertemplate=f"{name}: index %{{customdata}}<extra></extra>")
+
+
 def attribute_projection(values: np.ndarray, group: np.ndarray, names: tuple[str, str], title: str,
                          marked: float | None = None) -> go.Figure:
     """Histograms of every code's coordinate along an attribute direction: group A (group == 0), group B
@@ -305,3 +316,90 @@ def attribute_projection(values: np.ndarray, group: np.ndarray, names: tuple[str
     fig.update_xaxes(title_text="position along the direction (z · unit vector)")
     fig.update_yaxes(title_text="items")
     return _layout(fig, title, 320)
+
+
+def _rounded(values: np.ndarray, span: float) -> list[float]:
+    """Values as a list, rounded to about 1/10,000 of `span`: what a screen can show, and a smaller page."""
+    digits = max(0, 4 - int(np.floor(np.log10(max(span, 1e-12)))))
+    return np.round(np.asarray(values, np.float64), digits).tolist()
+
+
+def training_motion(frames: list[np.ndarray], epochs: list[int], labels: np.ndarray, classes: list[str], title: str,
+                    axis_names: tuple[str, str] = ("z[0]", "z[1]"), items: np.ndarray | None = None) -> go.Figure:
+    """The map of the same items after each epoch: `frames[i]` (N, 2) after epoch `epochs[i]`, one trace per
+    label. With more than one frame, a plotly animation: one frame per epoch, a slider over the epochs and a
+    play button, axis ranges fixed over all frames (so the motion shows, not the zoom), and the figure opens
+    at the last epoch. SVG markers, not WebGL: plotly moves SVG points smoothly between frames.
+    `items`: each point's test index, shown on hover."""
+    labels = np.asarray(labels)
+    items = np.arange(len(labels)) if items is None else np.asarray(items)
+    stacked = np.stack([np.asarray(f, np.float64) for f in frames])  # (F, N, 2)
+    low, high = stacked.min(axis=(0, 1)), stacked.max(axis=(0, 1))
+    pad = np.maximum((high - low) * 0.05, 1e-3)
+    low, high = low - pad, high + pad
+    span = float(np.max(high - low))
+    groups = []
+    for i, label in enumerate(np.unique(labels)):
+        name = classes[label] if 0 <= label < len(classes) else ("unlabelled" if label < 0 else str(label))
+        groups.append((labels == label, name, PALETTE[i % len(PALETTE)]))
+
+    def traces(frame):
+        return [go.Scatter(x=_rounded(frame[mask, 0], span), y=_rounded(frame[mask, 1], span)) for mask, _, _ in groups]
+
+    fig = go.Figure()
+    for (mask, name, colour), trace in zip(groups, traces(stacked[-1])):
+        trace.update(mode="markers", name=name, customdata=items[mask].tolist(),
+                     marker=dict(size=6, opacity=0.8, color=colour),
+                     hovertemplate=f"test item %{{customdata}}<br>label {name}<extra></extra>")
+        fig.add_trace(trace)
+    fig.update_xaxes(title_text=axis_names[0], range=[float(low[0]), float(high[0])], autorange=False, zeroline=False)
+    fig.update_yaxes(title_text=axis_names[1], range=[float(low[1]), float(high[1])], autorange=False, zeroline=False)
+    fig.update_layout(hovermode="closest")
+    if len(frames) > 1:
+        names = [str(e) for e in epochs]
+        fig.frames = [go.Frame(name=n, data=traces(f)) for n, f in zip(names, stacked)]
+        play = dict(frame=dict(duration=450, redraw=False), transition=dict(duration=350, easing="cubic-in-out"),
+                    fromcurrent=False, mode="immediate")
+        pause = dict(frame=dict(duration=0, redraw=False), transition=dict(duration=0), mode="immediate")
+        fig.update_layout(
+            updatemenus=[dict(type="buttons", direction="left", x=0.0, y=-0.2, xanchor="left", yanchor="top",
+                              pad=dict(t=0, r=10), showactive=False,
+                              buttons=[dict(label="▶ Play", method="animate", args=[None, play]),
+                                       dict(label="❚❚ Pause", method="animate", args=[[None], pause])])],
+            sliders=[dict(active=len(frames) - 1, x=0.32, len=0.68, y=-0.14, yanchor="top", pad=dict(t=0, b=0),
+                          currentvalue=dict(prefix="epoch ", xanchor="right", font=dict(size=13)),
+                          steps=[dict(label=n, method="animate",
+                                      args=[[n], dict(mode="immediate", frame=dict(duration=0, redraw=False),
+                                                      transition=dict(duration=300))]) for n in names])])
+    fig = _layout(fig, title, 560 if len(frames) > 1 else 430)
+    if len(frames) > 1:
+        fig.update_layout(margin=dict(b=140))
+    return fig
+
+
+def page_animation(fig: go.Figure | None) -> go.Figure | None:
+    """`fig` for a gr.Plot: Gradio 6 hands plotly only the data and the layout (a figure's frames are dropped, so
+    plotly's own play button and slider would do nothing); the frames travel in layout.meta instead, where the
+    page's motion.js adds them to the plot (Plotly.addFrames), with a key of their contents so that a new
+    animation replaces the old one. A figure without frames (or None) is returned as it is."""
+    if fig is None or not fig.frames:
+        return fig
+    frames = [f.to_plotly_json() for f in fig.frames]
+    key = hashlib.sha1(json.dumps(frames, sort_keys=True).encode()).hexdigest()[:16]
+    page = go.Figure(fig)
+    page.layout.meta = {"frames": frames, "frames_key": key}
+    page.frames = []
+    return page
+
+
+def kl_per_epoch(epochs: list[int], kl: np.ndarray, title: str) -> go.Figure:
+    """KL to N(0, 1) per latent dimension (rows) after each epoch (columns), in nats: which dimensions wake up,
+    and when, or collapse onto the prior."""
+    kl = np.asarray(kl, np.float64)  # (epochs, D)
+    dims = [f"z[{i}]" for i in range(kl.shape[1])]
+    fig = go.Figure(go.Heatmap(z=kl.T, x=list(epochs), y=dims, colorscale="Viridis", zmin=0,
+                               hovertemplate="epoch %{x}, %{y}: KL %{z:.3g} nats<extra></extra>",
+                               colorbar=dict(title=dict(text="KL (nats)", side="right"), thickness=12)))
+    fig.update_xaxes(title_text="epoch", type="linear" if len(epochs) > 1 else "category")
+    fig.update_yaxes(title_text="latent dimension", autorange="reversed")
+    return _layout(fig, title, max(280, 18 * len(dims) + 140))

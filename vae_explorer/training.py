@@ -15,17 +15,19 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Callable, Protocol
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .checkpoints import (checkpoint_path, load_checkpoint, load_train_state, read_metadata, restore_train_state,
-                          save_checkpoint, train_state)
+from .checkpoints import (checkpoint_path, load_checkpoint, load_motion, load_train_state, read_metadata,
+                          restore_train_state, save_checkpoint, train_state)
 from .data import Dataset
-from .latent import ACTIVE_VARIANCE, latent_usage
+from .latent import ACTIVE_VARIANCE, encode_items, latent_usage
 from .devices import PRECISIONS, autocast, choose_precision, describe_device, resolve_device
 from .metrics import evaluate
 from .models import Autoencoder, setting
+from .motion import MotionRecord
 from .optim import make_optimizer, set_lr
 
 
@@ -52,6 +54,10 @@ class TrainConfig:
     iwae_k: int = setting(16, "importance samples for the per-epoch IWAE bound of models that have one; 0 = off")
     iwae_images: int = setting(500, "test items the per-epoch IWAE bound uses (the eval command uses them all)")
     history_images: int = setting(8, "fixed test items reconstructed after every epoch")
+    motion_items: int = setting(500, "fixed test items (seeded) whose 2-D map is recorded after every epoch and kept "
+                                "in the checkpoint, to play how the codes moved (Training in motion); 0 = off")
+    motion_frames: int = setting(30, "most epochs' maps a checkpoint keeps: every epoch up to this many, then the "
+                                 "first few and evenly spaced ones")
     eval_items: int = setting(10_000, "test items evaluated after every epoch: an evenly spaced, fixed subset when the "
                               "test split is larger (KDD's 247,010 rows cost more than an epoch's training); 0 = all")
     compile: bool = setting(False, "torch.compile the forward pass (the first steps pay seconds of compilation)")
@@ -80,10 +86,13 @@ class TrainConfig:
             raise ValueError(f"weight decay must be a number >= 0, got {self.weight_decay}")
         if self.weight_decay is not None and self.optimizer == "adam":
             raise ValueError("weight decay applies to the adamw optimizer, not adam")
-        for name in ("iwae_k", "iwae_images", "history_images", "eval_items", "log_every", "threads",
+        for name in ("iwae_k", "iwae_images", "history_images", "motion_items", "eval_items", "log_every", "threads",
                      "restart_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.motion_frames < 2:
+            raise ValueError(f"motion_frames must be at least 2 (the first and the latest epoch), got "
+                             f"{self.motion_frames}")
         if data is not None and self.batch_size > len(data.train_x):
             raise ValueError(f"batch size {self.batch_size} is larger than the {len(data.train_x)} training "
                              f"{data.kind.item}s")
@@ -111,6 +120,10 @@ class TrainEvent:
     message: str = ""  # done / error: what happened
     stopped: bool = False  # done: the stop flag ended the run early
     checkpoint: str = ""  # where the run saves
+    # start: the recorded map's items ({"labels", "classes", "projection", "axes"}); epoch: its frame ({"epoch",
+    # "points": [[x, y], ...]}). None when motion_items is 0.
+    motion: dict | None = None
+    latent: dict | None = None  # epoch events of models with a posterior: epoch_usage (kl_per_dim, variance...)
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -135,6 +148,7 @@ class FitResult:
     stopped: bool  # the stop flag ended training early
     device: str
     recon_history: list[torch.Tensor]  # per epoch, of the fixed test items
+    motion: MotionRecord | None = None  # the map of a fixed set of test codes after each epoch (thinned)
 
 
 class StopFlag(Protocol):
@@ -227,6 +241,16 @@ def _check_finite(metrics: dict[str, float], where: str) -> None:
                             "try a lower learning rate (the last good checkpoint is kept)")
 
 
+def _resumed_motion(ckpt, fresh: MotionRecord) -> MotionRecord:
+    """The frames a resumed run carries on from: the checkpoint's, where they are of the same items and projection
+    (else the fresh record: a checkpoint from before frames were recorded, or another motion_items)."""
+    saved = MotionRecord.from_tensors(load_motion(ckpt), read_metadata(ckpt).get("motion"))
+    if saved is None or saved.projection != fresh.projection or not np.array_equal(saved.items, fresh.items):
+        return fresh
+    saved.max_frames = fresh.max_frames
+    return saved
+
+
 def _resume(ckpt, model, optimizer, scaler, device) -> list[dict]:
     """Load model, optimizer, loss scale and RNG from `ckpt`; returns its per-epoch history."""
     meta = read_metadata(ckpt)
@@ -294,9 +318,14 @@ def _fit(model: Autoencoder, data: Dataset, config: TrainConfig, callback, stop,
     history: list[dict] = []
     recon_history: list[torch.Tensor] = []
 
+    # Rank 0 records the map of a fixed test subset after every epoch (Training in motion).
+    motion = MotionRecord.start(model.latent_dim, data.test_y, config.motion_items, config.motion_frames) \
+        if config.motion_items and rank == 0 else None
     ckpt = checkpoint_path(config.checkpoint) if config.checkpoint else None
     if resume and ckpt is not None and ckpt.exists():
         history = _resume(ckpt, model, optimizer, scaler, device)
+        if motion is not None:
+            motion = _resumed_motion(ckpt, motion)
     else:  # a fresh run (also --resume with no checkpoint yet)
         seed_everything(config.seed + rank)
     start_epoch = len(history)
@@ -324,7 +353,10 @@ def _fit(model: Autoencoder, data: Dataset, config: TrainConfig, callback, stop,
             callback(TrainEvent(kind_, epochs=config.epochs, steps_per_epoch=steps_per_epoch, device=device_label,
                                 elapsed=time.perf_counter() - t_start, checkpoint=str(ckpt or ""), **fields_))
 
-    emit("start", epoch=start_epoch, items=fixed.cpu())
+    motion_x = test_x.index_select(0, torch.as_tensor(motion.items, device=device)) if motion is not None else None
+    emit("start", epoch=start_epoch, items=fixed.cpu(),
+         motion=None if motion is None else {"labels": motion.labels.tolist(), "classes": list(data.classes),
+                                             "projection": motion.projection, "axes": list(motion.axis_names)})
     for epoch in range(start_epoch, config.epochs):
         perm = _epoch_permutation(len(train_x), config.seed, epoch, device)
         if distributed:
@@ -370,6 +402,9 @@ def _fit(model: Autoencoder, data: Dataset, config: TrainConfig, callback, stop,
         if usage is not None:
             test_metrics["active_units"] = float(usage["active_units"])
         recon = kind.store(model.reconstruct(kind.prepare(fixed))).cpu() if len(fixed) else fixed.cpu()
+        frame = None
+        if motion is not None and len(motion_x):
+            frame = motion.add(epoch + 1, encode_items(model, motion_x, kind).numpy())
         model.train()
         recon_history.append(recon)
         images_per_s = seen * world / max(train_time, 1e-9)
@@ -383,9 +418,12 @@ def _fit(model: Autoencoder, data: Dataset, config: TrainConfig, callback, stop,
                 "training": {**asdict(config), **how, "device": str(device), "precision": precision,
                              "world_size": world},
                 "metrics": history, "epoch": epoch + 1, "train_state": info,
+                **({"motion": motion.describe()} if motion is not None else {}),
             }
-            save_checkpoint(ckpt, model, meta, tensors)
+            save_checkpoint(ckpt, model, meta, tensors, None if motion is None else motion.tensors())
         emit("epoch", epoch=epoch + 1, step=steps_per_epoch, train=train_metrics, test=test_metrics,
-             images_per_s=images_per_s, items=recon)
+             images_per_s=images_per_s, items=recon, latent=usage,
+             motion=None if frame is None else {"epoch": epoch + 1,
+                                                "points": np.round(frame.astype(np.float64), 4).tolist()})
     model.eval()
-    return FitResult(model, history, stopped, str(device), recon_history)
+    return FitResult(model, history, stopped, str(device), recon_history, motion)

@@ -26,6 +26,7 @@ from PIL import Image
 from .. import export, figures
 from ..codebook import code_images, codebook_usage, level_errors, top_items
 from ..cards import model_card
+from ..checkpoints import CheckpointError, load_motion
 from ..data import DATASETS
 from ..data.downloads import DOWNLOADABLE, is_present
 from ..data.image_sets import expected_files
@@ -38,6 +39,7 @@ from ..latent import (ACTIVE_VARIANCE, PROJECTIONS, PCABaseline, code_moments, d
                       resolve_projection, slider_axes, traversals)
 from ..subspaces import compare_with_pca
 from ..models import MODELS, model_entry
+from ..motion import MotionRecord
 from ..runs import DataSpec, RunError, RunSpec, parse_settings, split_settings
 from ..training import TrainConfig
 from .catalog import Catalog, CatalogError, DatasetMissing, LoadedCheckpoint
@@ -1192,6 +1194,64 @@ class Explorer:
                     "train on it here.", False)
         return f"**{title}** could not be downloaded. {state.message}", False
 
+    # ---- training in motion ----------------------------------------------------------------
+
+    def training_motion(self, name: str) -> tuple[object, str]:
+        """The map of a fixed set of test items after each epoch, as recorded while the model trained: a plotly
+        animation (slider over the epochs, play button; `figures.page_animation` readies it for the page) and
+        what it shows (Markdown). Needs no dataset: the frames and the items' labels are in the checkpoint."""
+        entry = self.load(name)
+        return entry.cached("training_motion", lambda: self._training_motion(entry))
+
+    def _motion_record(self, entry: LoadedCheckpoint) -> MotionRecord | None:
+        try:
+            return MotionRecord.from_tensors(load_motion(entry.path), entry.meta.get("motion"))
+        except CheckpointError as e:
+            raise ViewError(str(e)) from None
+
+    def _training_motion(self, entry: LoadedCheckpoint) -> tuple[object, str]:
+        record = self._motion_record(entry)
+        if record is None or not record.frames:
+            raise ViewError(f"{entry.name} was trained before the map of its codes was recorded after each epoch "
+                            f"(or with motion_items=0): retrain it (Train tab, or `python -m vae_explorer train`) "
+                            f"to see its codes move.")
+        trained = int(entry.meta.get("epoch", record.epochs[-1]))
+        classes = list(entry.meta.get("dataset", {}).get("classes", []))
+        fig = figures.training_motion(record.frames, record.epochs, record.labels, classes,
+                                      f"{entry.name}: {len(record.items)} test {entry.kind.item}s, epoch by epoch",
+                                      record.axis_names, record.items)
+        kept = (f"all {len(record.epochs)} epochs" if record.epochs == list(range(1, record.epochs[-1] + 1)) else
+                f"{len(record.epochs)} of its {record.epochs[-1]} epochs (the first few, then evenly spaced: "
+                + ", ".join(map(str, record.epochs)) + ")")
+        how = ("its 2-D codes as they are (z[0], z[1])" if record.projection == "raw" else
+               f"the top two principal components of each epoch's {entry.model.latent_dim}-D codes, each frame "
+               "turned (a rotation or a mirror image: orthogonal Procrustes) to match the one before, so the "
+               "map does not flip or spin between epochs")
+        lines = [f"**{entry.name}** ({entry.model.name}, trained {trained} epochs on {entry.dataset_name}): where "
+                 f"the same {len(record.items)} test {entry.kind.item}s landed after each epoch, coloured by label; "
+                 f"{kept}. The map shows {how}.",
+                 "Press **▶ Play** to watch the codes move from epoch " f"{record.epochs[0]} on, or drag the epoch "
+                 "slider; the axes stay fixed over all epochs. A VAE's clusters gather around the origin (its KL "
+                 "term pulls the codes towards N(0, I)); a plain autoencoder's spread out as far as they like."]
+        return fig, "  \n".join(lines)
+
+    def kl_history(self, name: str) -> tuple[object | None, str]:
+        """KL to N(0, 1) per latent dimension after each epoch, from the checkpoint's training record: a heat map
+        (None for a model without a posterior, or one trained before it was recorded) and a caption."""
+        entry = self.load(name)
+        rows = [(h["epoch"], h["latent"]["kl_per_dim"]) for h in entry.meta.get("metrics", [])
+                if isinstance(h, dict) and isinstance(h.get("latent"), dict) and h["latent"].get("kl_per_dim")]
+        # Every epoch of a model with a posterior records its KL (epoch_usage); with nothing recorded, the model is
+        # asked (its posterior over the test set) whether it has one at all.
+        has_posterior = bool(rows) or self._has_posterior(entry)
+        return kl_history_view(entry.name, rows, has_posterior)
+
+    def _has_posterior(self, entry: LoadedCheckpoint) -> bool:
+        try:
+            return self._usage(entry).kl is not None
+        except ViewError:  # its dataset is not here: say what is missing from the record instead
+            return True
+
     # ---- attribute vectors -----------------------------------------------------------------
 
     ATTRIBUTE_STRENGTHS = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)  # the strip's columns
@@ -1200,24 +1260,42 @@ class Explorer:
         """The labels a group can be chosen by (the data's class names)."""
         return list(self._data(self.load(name)).classes)
 
-    def _attribute(self, entry: LoadedCheckpoint, group_a: str, group_b: str) -> AttributeVector:
+    def _group(self, entry: LoadedCheckpoint, label: str, items) -> tuple[np.ndarray, str]:
+        """One group of an attribute vector: its test indices (sorted) and its name. `items` (indices as text,
+        "3, 17, 40-45", or a list; e.g. points selected on the map) when given, else the items labelled `label`."""
+        n = len(self._data(entry).test_x)
+        if _given(items):
+            chosen = _index_set(items, n)
+            return chosen, f"your {len(chosen)} chosen {entry.kind.item}s"
         classes = list(self._data(entry).classes)
-        for g in (group_a, group_b):
-            if g not in classes:
-                raise ViewError(f"{entry.name}'s test items are labelled {', '.join(classes) or 'by nothing'}; "
-                                f"choose two of those groups, not {g!r}")
-        if group_a == group_b:
-            raise ViewError("choose two different groups: the direction goes from group A's mean code to B's")
-        a, b = classes.index(group_a), classes.index(group_b)
-        return entry.cached(("attribute", a, b), lambda: attribute_vector(
-            entry.codes, entry.labels == a, entry.labels == b))
+        if label not in classes:
+            raise ViewError(f"{entry.name}'s test items are labelled {', '.join(classes) or 'by nothing'}; "
+                            f"choose two of those groups (or select points on the map), not {label!r}")
+        return np.flatnonzero(entry.labels == classes.index(label)), str(label)
 
-    def attribute_view(self, name: str, group_a: str, group_b: str, index=0) -> tuple[Image.Image, object, str]:
+    def _attribute(self, entry: LoadedCheckpoint, group_a: str, group_b: str, items_a=None, items_b=None
+                   ) -> tuple[AttributeVector, np.ndarray, np.ndarray, str, str]:
+        """The attribute vector between two groups (labels or index lists), the groups' indices and names."""
+        a, name_a = self._group(entry, group_a, items_a)
+        b, name_b = self._group(entry, group_b, items_b)
+        for group, name in ((a, name_a), (b, name_b)):
+            if not len(group):
+                raise ViewError(f"no test {entry.kind.item} is labelled {name}: choose another group")
+        if np.array_equal(a, b):
+            raise ViewError("choose two different groups: the direction goes from group A's mean code to B's")
+        if name_a == name_b:  # two selections of the same size
+            name_a, name_b = f"A: {name_a}", f"B: {name_b}"
+        vector = entry.cached(("attribute", a.tobytes(), b.tobytes()), lambda: attribute_vector(entry.codes, a, b))
+        return vector, a, b, name_a, name_b
+
+    def attribute_view(self, name: str, group_a: str, group_b: str, index=0, items_a=None, items_b=None
+                       ) -> tuple[Image.Image, object, str]:
         """The attribute vector from group A's mean code to group B's: a strip of the chosen test item decoded
         at several strengths, the histogram of every code's position along the direction (coloured by group),
-        and the numbers (Markdown)."""
+        and the numbers (Markdown). A group is the items with a label, or `items_a` / `items_b` when given
+        (test indices: points selected on the map)."""
         entry = self.load(name)
-        vector = self._attribute(entry, group_a, group_b)
+        vector, in_a, in_b, group_a, group_b = self._attribute(entry, group_a, group_b, items_a, items_b)
         i = self._index(entry, index)
         z = apply_attribute(entry.codes[i], vector, self.ATTRIBUTE_STRENGTHS)
         kind, item = entry.kind, entry.kind.item
@@ -1225,19 +1303,21 @@ class Explorer:
         strip = kind.grid(kind.concat([self._test_items(entry, [i]), decoded]), nrow=len(self.ATTRIBUTE_STRENGTHS) + 1, target=64,
                           labels=[f"test {item} {i}", *(f"{s:+g}" for s in self.ATTRIBUTE_STRENGTHS)])
         values = projections(entry.codes, vector)
-        classes = list(self._data(entry).classes)
         group = np.full(len(values), -1)
-        group[entry.labels == classes.index(group_a)] = 0
-        group[entry.labels == classes.index(group_b)] = 1
+        group[in_a] = 0
+        group[in_b] = 1  # an item in both groups is drawn with B
         fig = figures.attribute_projection(values, group, (group_a, group_b),
                                            f"{name}: codes along {group_a} → {group_b}", float(values[i]))
         length = float(np.linalg.norm(vector.direction))
         spread = float(np.sqrt(np.mean(np.var(entry.codes, 0)) * entry.codes.shape[1]))
-        lines = [f"**{group_a} → {group_b}** in {name}'s {entry.model.latent_dim}-D codes: the mean code of the "
-                 f"{vector.size_b} test {item}s labelled {group_b} minus that of the {vector.size_a} labelled "
-                 f"{group_a}; length **{length:.3g}** (the codes' overall spread: {spread:.3g}).",
+        def members(size, group, items):
+            return f"your {size} chosen {item}s" if _given(items) else f"the {size} test {item}s labelled {group}"
+
+        lines = [f"**{group_a} → {group_b}** in {name}'s {entry.model.latent_dim}-D codes: the mean code of "
+                 f"{members(vector.size_b, group_b, items_b)} minus that of {members(vector.size_a, group_a, items_a)}"
+                 f"; length **{length:.3g}** (the codes' overall spread: {spread:.3g}).",
                  f"Consistency **{vector.consistency:.2f}**: the mean cosine between each individual pair's "
-                 f"difference (a {group_b} code minus a {group_a} code, {vector.pairs:,} pairs) and this direction; "
+                 f"difference (a B code minus an A code, {vector.pairs:,} pairs) and this direction; "
                  "1 if every pair differs exactly along it, near 0 if the groups differ in unrelated ways.",
                  f"Strip: test {item} {i} (label {self._data(entry).label(i)}), then its code plus s × the "
                  f"direction decoded, s = " + ", ".join(f"{s:g}" for s in self.ATTRIBUTE_STRENGTHS)
@@ -1245,13 +1325,34 @@ class Explorer:
                  f"along the direction; the dashed line is {item} {i}."]
         return strip, fig, "  \n".join(lines)
 
-    def attribute_at(self, name: str, group_a: str, group_b: str, index=0, strength=1.0):
+    def attribute_at(self, name: str, group_a: str, group_b: str, index=0, strength=1.0, items_a=None, items_b=None):
         """The chosen test item's code plus strength × the attribute direction, decoded (the slider's view)."""
         entry = self.load(name)
-        vector = self._attribute(entry, group_a, group_b)
+        vector = self._attribute(entry, group_a, group_b, items_a, items_b)[0]
         s = number_input(strength, "Strength", -3, 3)
         z = apply_attribute(entry.codes[self._index(entry, index)], vector, [s])
         return entry.kind.show(entry.decode(torch.as_tensor(z, dtype=torch.float32))[0], target=160)
+
+    def attribute_map(self, name: str, group_a: str = "", group_b: str = "", items_a=None, items_b=None):
+        """The Latent map of the model's test codes for choosing groups by box or lasso selection (plotly's own
+        tools; select_points.js reads the selection), with the current groups A and B ringed when they can be
+        told (an unknown label rings nothing: the view's message says why)."""
+        entry = self.load(name)
+        fig = self.latent_map(name, "auto").figure
+        xy = np.zeros((len(entry.codes), 2))  # each test item's place on the map
+        for trace in fig.data:
+            ids = np.asarray(trace.customdata, int)
+            xy[ids] = np.column_stack([np.asarray(trace.x, float), np.asarray(trace.y, float)])
+        for label, items, ring, colour in ((group_a, items_a, "group A", figures.PALETTE[0]),
+                                           (group_b, items_b, "group B", figures.PALETTE[2])):
+            try:
+                chosen, _ = self._group(entry, label, items)
+            except ViewError:
+                continue
+            fig.add_trace(figures.ring_trace(xy[chosen], chosen, ring, colour))
+        fig.update_layout(dragmode="select", meta={"select": "attribute"}, uirevision=None,
+                          title=dict(text=f"{name}: select points (box or lasso), then use them as group A or B"))
+        return fig
 
     # ---- export -----------------------------------------------------------------------------
 
@@ -1260,7 +1361,8 @@ class Explorer:
         "latent map": ("latent_map", None), "KL per dimension": ("latent_usage", 0),
         "code variance per dimension": ("latent_usage", 1), "prior vs codes: moments": ("prior_fit", 0),
         "prior vs codes: distances": ("prior_fit", 1), "disentanglement: DCI importance": ("disentanglement", 0),
-        "linear AE vs PCA: principal angles": ("linear_pca", 0), "codebook usage": ("codebook", 0)}
+        "linear AE vs PCA: principal angles": ("linear_pca", 0), "codebook usage": ("codebook", 0),
+        "training in motion (animation)": ("training_motion", 0), "KL per dimension per epoch": ("kl_history", 0)}
 
     def _export_folder(self, what: str) -> Path:
         """A fresh folder for one export's files, outside the checkpoints folder (the page downloads them)."""
@@ -1406,6 +1508,47 @@ class Explorer:
         job = self.jobs.current
         return () if job is None else (job.started, job.version, job.status)
 
+    def train_views_version(self) -> tuple:
+        """Changes whenever `train_views` would show something new: an epoch ended, or the run did (cheap)."""
+        job = self.jobs.current
+        if job is None:
+            return ()
+        return (job.started, job.epochs_done(), job.status)
+
+    def train_views(self) -> tuple[object | None, str, object | None, str]:
+        """The current (or last) training's map of its fixed test items and its KL per dimension per epoch:
+        (map figure or None, its caption, KL heat map or None, its caption). While it runs the map is the newest
+        epoch's; once it has ended, the checkpoint's animation over every kept epoch (`training_motion`)."""
+        job = self.jobs.current
+        if job is None:
+            return None, "", None, ""
+        snap = job.snapshot()
+        first, epochs = snap["first"], snap["epochs"]
+        framed = [e for e in epochs if e.motion]
+        figure, caption = None, ""
+        if snap["status"] in ("finished", "cancelled") and framed and job.checkpoint.is_file():
+            try:
+                figure, caption = self.training_motion(snap["name"])
+            except ViewError:
+                pass  # the file went; the newest frame below still shows
+        if figure is None and framed and first is not None and first.motion:
+            newest, info = framed[-1], first.motion
+            figure = figures.training_motion(
+                [np.asarray(newest.motion["points"], np.float64)], [newest.epoch], np.asarray(info["labels"]),
+                list(info["classes"]), f"{snap['name']}: epoch {newest.epoch} of {newest.epochs}",
+                tuple(info["axes"]))
+            caption = (f"Where {len(info['labels'])} fixed test items land after the newest epoch "
+                       f"({'raw 2-D codes' if info['projection'] == 'raw' else 'PCA of the codes'}), updated after "
+                       "each epoch; when the run ends, play every epoch here or in Diagnostics → Training in motion.")
+        elif figure is None and snap["status"] in ("starting", "running") and first is not None and first.motion:
+            caption = "The map of a fixed set of test items appears after the first epoch."
+        rows = [(e.epoch, e.latent["kl_per_dim"]) for e in epochs if e.latent and e.latent.get("kl_per_dim")]
+        if rows or epochs:
+            kl_figure, kl_caption = kl_history_view(snap["name"], rows, bool(rows))
+        else:
+            kl_figure, kl_caption = None, ""
+        return figure, caption, kl_figure, kl_caption
+
     def train_status(self) -> tuple[str, object, Image.Image | None, bool]:
         """(progress Markdown, loss-curve figure, reconstruction history, still running)."""
         job = self.jobs.current
@@ -1440,6 +1583,23 @@ class Explorer:
             rows = [first.items] + [e.items for e in snap["epochs"][-7:]]  # the inputs, then the last epochs'
             history = kind.grid(kind.prepare(torch.cat(rows)), nrow=len(first.items), target=40)
         return "  \n".join(lines), fig, history, job.running
+
+
+def kl_history_view(name: str, rows: list[tuple[int, list[float]]], has_posterior: bool) -> tuple[object | None, str]:
+    """The KL-per-dimension-per-epoch heat map of `rows` [(epoch, KL per dimension)], or None and why not."""
+    if not has_posterior:
+        return None, (f"{name} has no posterior q(z|x), so no KL to the prior per dimension (VAEs have one; their "
+                      "heat map shows which latent dimensions wake up, epoch by epoch).")
+    if not rows:
+        return None, f"{name}: no KL per dimension was recorded while it trained (trained before it was recorded)."
+    epochs = [e for e, _ in rows]
+    kl = np.array([values for _, values in rows], np.float64)
+    last = kl[-1]
+    top = np.argsort(-last)[:3]
+    caption = (f"KL to N(0, 1) per latent dimension after each epoch (test mean, nats): a dark row is a dimension "
+               f"the model does not use. After epoch {epochs[-1]}: total {last.sum():.3g} nats; most used "
+               + ", ".join(f"z[{i}] {last[i]:.3g}" for i in top) + ".")
+    return figures.kl_per_epoch(epochs, kl, f"{name}: KL per dimension, epoch by epoch"), caption
 
 
 def number_input(value, what: str, minimum: float | None = None, maximum: float | None = None,
@@ -1511,6 +1671,38 @@ def _png_bytes(drawing) -> bytes:
         return base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError):
         raise ViewError("the drawing's data URL is not valid base64") from None
+
+
+def _given(items) -> bool:
+    """A group's items were given (not None, not empty text, not an empty list)."""
+    return items is not None and str(items).strip() not in ("", "[]")
+
+
+def _index_set(items, n: int) -> np.ndarray:
+    """Test indices from text ("3, 17, 40-45", spaces or commas; a JSON list too) or a list, checked against the
+    test set's n items; sorted, each once. No cap: a selection on the map may hold thousands."""
+    if isinstance(items, str):
+        text = items.strip().lstrip("[").rstrip("]")
+        out = []
+        for part in re.split(r"[,;\s]+", text):
+            if not part:
+                continue
+            bounds = part.split("-", 1) if "-" in part[1:] else [part]
+            if not all(b.isdigit() for b in bounds):
+                raise ViewError(f"{part!r} is not a test index; write indices like 0, 5, 10-13")
+            out.extend(range(int(bounds[0]), int(bounds[-1]) + 1))
+    else:
+        try:
+            out = [int(i) for i in items]
+        except (TypeError, ValueError):
+            raise ViewError("a group's items must be test indices like 0, 5, 10-13") from None
+    if not len(out):
+        raise ViewError("a group's items: no test index given; write indices like 0, 5, 10-13, or leave it empty")
+    chosen = np.unique(np.asarray(out, np.int64))
+    bad = chosen[(chosen < 0) | (chosen >= n)]
+    if len(bad):
+        raise ViewError(f"indices {bad[:5].tolist()} are out of range: the test set has items 0 to {n - 1}")
+    return chosen
 
 
 def _parse_indices(text: str, n: int) -> list[int]:

@@ -136,6 +136,11 @@ class Job:
                 self.status, self.message = "failed", event.message
             self.version += 1
 
+    def epochs_done(self) -> int:
+        """Epochs finished so far (cheap: no copy)."""
+        with self._lock:
+            return len(self.epochs)
+
     def snapshot(self) -> dict:
         """A consistent copy for one poll."""
         with self._lock:
