@@ -104,6 +104,7 @@ ARM = """([kind, trigger, scope, snapshot, check, args]) => {
         poll();
     };
     const obs = new MutationObserver(poll);
+    m.cancel = () => { m.done = true; finish(); };  // a timed-out measurement leaves nothing listening
     obs.observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
     document.addEventListener('load', poll, true);  // load does not bubble: capture it
     document.addEventListener(trigger, onTrigger, true);
@@ -205,7 +206,7 @@ class Page:
         try:
             self.page.wait_for_function(MEASURED, timeout=ACTION_TIMEOUT_MS)
         except Exception as e:
-            seen = self.page.evaluate("() => window.__visit.t0 !== null")
+            seen = self.page.evaluate("() => { window.__visit.cancel(); return window.__visit.t0 !== null; }")
             raise TimeoutError(f"no output within {ACTION_TIMEOUT_MS / 1000:.0f} s (the {trigger} was "
                                f"{'seen' if seen else 'not seen'}): {type(e).__name__}") from None
         return float(self.page.evaluate(LATENCY))
@@ -488,7 +489,9 @@ def markdown(result: dict) -> str:
                   f"| JS heap after GC grows ≤ {HEAP_GROWTH_GOAL:.0%} from the end of minute {h['from_minute']} | "
                   f"{h['from_mb']} → {h['last_mb']} MB ({h['growth']:+.1%}; slope {h['slope_mb_per_min']:+.3f} MB/min "
                   f"over all minutes; minute 1: {h['first_mb']} MB) | {'met' if h['met'] else 'missed'} |",
-                  "", f"Overall: **{'met' if v['met'] else 'missed'}**."]
+                  "", f"Overall: **{'met' if v['met'] else 'missed'}**. n: the events measured in that minute (a drag gives "
+                  "one per mouse move, the other kinds one per round); where n is 1 or 2 the minutes compare single "
+                  "actions, which the load of a shared machine moves by more than 20%."]
     lines += ["", "## Per minute", "", "Median / p95 event → paint (ms) per action kind, then the page and the server "
               "at the minute's end (heap after a forced GC).", "",
               "| minute | " + " | ".join(KINDS) + " | storage chars | heap MB | DOM nodes | server RSS MB | load |",
@@ -512,28 +515,25 @@ def plot(result: dict, browser, html: Path, png: Path) -> str:
 
     minutes = result["minutes"]
     xs = [m["minute"] for m in minutes]
-    fig = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+    fig = make_subplots(rows=5, cols=1, shared_xaxes=True, vertical_spacing=0.05,
                         subplot_titles=("event → paint, median per minute (ms, log)", "JS heap after GC (MB)",
-                                        "server resident memory (MB)", "page storage (characters) and DOM nodes"))
+                                        "server resident memory (MB)", "page storage: localStorage + sessionStorage "
+                                        "(characters)", "DOM nodes"))
     for kind in KINDS:
         ys = [m["latency"].get(kind, {}).get("median") for m in minutes]
         if any(y is not None for y in ys):
             fig.add_scatter(x=xs, y=ys, name=kind, mode="lines+markers", row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=1)
-    fig.add_scatter(x=xs, y=[m["state"]["heap_used_mb"] for m in minutes], name="JS heap", mode="lines+markers",
-                    row=2, col=1)
-    fig.add_scatter(x=xs, y=[m["state"]["server_rss_mb"] for m in minutes], name="server RSS", mode="lines+markers",
-                    row=3, col=1)
-    fig.add_scatter(x=xs, y=[m["state"]["storage_chars"] for m in minutes], name="storage", mode="lines+markers",
-                    row=4, col=1)
-    fig.add_scatter(x=xs, y=[m["state"]["dom_nodes"] for m in minutes], name="DOM nodes", mode="lines+markers",
-                    row=4, col=1)
-    fig.update_xaxes(title_text="minute", row=4, col=1)
-    fig.update_layout(height=1100, width=1000, title=f"vae-explorer: a {result['settings']['minutes']:g}-minute "
+    for row, key in enumerate(("heap_used_mb", "server_rss_mb", "storage_chars", "dom_nodes"), start=2):
+        fig.add_scatter(x=xs, y=[m["state"][key] for m in minutes], mode="lines+markers", showlegend=False,
+                        line_color="black", row=row, col=1)
+        fig.update_yaxes(rangemode="tozero", row=row, col=1)  # growth seen at its true size
+    fig.update_xaxes(title_text="minute", row=5, col=1)
+    fig.update_layout(height=1200, width=1000, title=f"vae-explorer: a {result['settings']['minutes']:g}-minute "
                                                      f"visit (load at start {result['load_start']})")
     fig.write_html(html, include_plotlyjs=True)
     try:
-        page = browser.new_page(viewport={"width": 1000, "height": 1100})
+        page = browser.new_page(viewport={"width": 1000, "height": 1200})
         page.goto(html.resolve().as_uri())
         page.wait_for_selector(".js-plotly-plot")
         page.screenshot(path=str(png))
