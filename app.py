@@ -45,6 +45,7 @@ from vae_explorer.server.page_decoders import PAGE_SCRIPT  # noqa: E402
 MAP_SCRIPT = PAGE_SCRIPT.parent / "map_touch.js"  # the maps' hover pictures, click-to-decode and marker drag
 MOTION_SCRIPT = PAGE_SCRIPT.parent / "motion.js"  # plays plotly animations in gr.Plot (Training in motion)
 SELECT_SCRIPT = PAGE_SCRIPT.parent / "select_points.js"  # a map's box / lasso selection, for attribute groups
+CLEANUP_SCRIPT = PAGE_SCRIPT.parent / "plot_cleanup.js"  # releases every plotly figure Gradio drops (page memory)
 MOTION_HEAD = (f'<script src="gradio_api/file={MOTION_SCRIPT}"></script>'
                f'<script src="gradio_api/file={SELECT_SCRIPT}"></script>')
 
@@ -331,7 +332,8 @@ def map_tab(page: Page) -> None:
         # The page's touch script writes a click's (or the dragged marker's) position into a bridge's value and
         # fires its mapclick event: the listener then reads the newest position (see map_touch.js).
         bridges = {side: gr.HTML("", visible="hidden", elem_id=f"map_{side}_bridge", label="Map position as JSON: model, projection, x, y",
-                                 head=f'<script src="gradio_api/file={MAP_SCRIPT}"></script>',
+                                 head=f'<script src="gradio_api/file={MAP_SCRIPT}"></script>'
+                                      f'<script src="gradio_api/file={CLEANUP_SCRIPT}"></script>',
                                  js_on_load=f"window.vaeMapTouch.attach({json.dumps(side)}, element, props, "
                                             "(name) => trigger('mapclick'));")
                    for side in ("left", "right")}
@@ -1464,7 +1466,8 @@ def build_app(explorer: Explorer) -> gr.Blocks:
     # checkpoints folder.
     explorer.pages.folder.mkdir(parents=True, exist_ok=True)
     explorer.tiles.folder.mkdir(parents=True, exist_ok=True)
-    gr.set_static_paths([PAGE_SCRIPT, MAP_SCRIPT, MOTION_SCRIPT, SELECT_SCRIPT, explorer.pages.folder, explorer.tiles.folder])
+    gr.set_static_paths([PAGE_SCRIPT, MAP_SCRIPT, MOTION_SCRIPT, SELECT_SCRIPT, CLEANUP_SCRIPT, explorer.pages.folder,
+                         explorer.tiles.folder])
     with ExplorerBlocks(title="vae-explorer", analytics_enabled=False, delete_cache=None) as demo:
         gr.Markdown(INTRO)
         page = Page(explorer, demo.load, explorer.checkpoint_names(), [])
