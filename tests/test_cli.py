@@ -34,6 +34,15 @@ def test_the_cli_does_not_import_the_compiler_or_torchvision():
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr[-2000:]
 
 
+def test_the_app_starts_without_the_libraries_only_some_views_need():
+    # scikit-learn, scipy.stats/linalg, umap-learn and kaleido serve a view or an export each, and cost seconds
+    # of every `python app.py` before the first map (sklearn.ensemble with scipy.stats alone: 1.2 s).
+    heavy = ["sklearn", "scipy.stats", "scipy.linalg", "umap", "kaleido", "torchvision", "torch._dynamo"]
+    code = f"import sys, app; print(sorted(set({heavy!r}) & set(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr[-2000:]
+
+
 def test_train_eval_sample(tmp_path):
     out = tmp_path / "vae"
     summary = json.loads(run("train", "--model", "vae", "--epochs", "2", "--latent-dim", "3", "--batch-size", "64",

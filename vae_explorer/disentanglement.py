@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import entropy
-from sklearn.ensemble import RandomForestClassifier
+
+# scipy.stats and sklearn.ensemble are imported where they are used: together they are 1.2 s of the app's
+# start-up, for a view few people open.
 
 MIG_BINS = 20  # disentanglement_lib's default discretization of each code dimension
 COLLAPSED_STD = 0.05  # FactorVAE score: dims whose std over the data is below this are dropped (disentanglement_lib)
@@ -206,6 +207,8 @@ def _one_minus_entropy(p: np.ndarray, axis: int) -> np.ndarray:
     size = p.shape[axis]
     if size < 2:  # a single option: all weight on it
         return np.ones(p.shape[1 - axis])
+    from scipy.stats import entropy
+
     return 1.0 - entropy(p + 1e-11, base=size, axis=axis)  # entropy normalizes; 1e-11 as disentanglement_lib
 
 
@@ -256,6 +259,8 @@ def dci(codes: np.ndarray, factors: np.ndarray, test_fraction: float = 1 / 3, ma
     importance = np.zeros((codes.shape[1], labels.shape[1]))
     accuracy = np.zeros(labels.shape[1])
     for f in range(labels.shape[1]):
+        from sklearn.ensemble import RandomForestClassifier
+
         forest = RandomForestClassifier(n_trees, max_features=None, min_samples_leaf=2, random_state=seed, n_jobs=1)
         forest.fit(codes[train], labels[train, f])
         importance[:, f] = forest.feature_importances_

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.linalg import orthogonal_procrustes
 
 from .latent import raw_2d, resolve_projection
 
@@ -58,6 +57,8 @@ def align(frame: np.ndarray, previous: np.ndarray) -> np.ndarray:
     """`frame` (N, 2) turned by the orthogonal matrix R (a rotation or a reflection) that minimises
     ||frame R - previous|| (orthogonal Procrustes; both are centred PCA coefficients): the same map, drawn the way
     up that moves it least from the frame before."""
+    from scipy.linalg import orthogonal_procrustes  # here: scipy.linalg is a quarter second of every start-up
+
     rotation, _ = orthogonal_procrustes(np.asarray(frame, np.float64), np.asarray(previous, np.float64))
     return (np.asarray(frame, np.float64) @ rotation).astype(np.float32)
 
