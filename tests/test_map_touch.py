@@ -143,7 +143,8 @@ def test_hover_sprite_sheet_holds_every_test_image_at_its_index(explorer, tmp_pa
     entry = explorer.load(name)
     sheet = explorer.hover_tiles(name)
     meta = explorer.latent_map(name).figure.layout.meta
-    assert meta["tiles"] == sheet.as_meta(str(sheet.file)) and meta["map"] == {"model": name, "projection": "raw"}
+    assert meta["tiles"] == sheet.as_meta(str(sheet.file))
+    assert {k: meta["map"][k] for k in ("model", "projection")} == {"model": name, "projection": "raw"}
     assert sheet.file.parent == explorer.catalog.root / "hover_tiles"
     picture = np.asarray(Image.open(sheet.file).convert("L"))
     items = entry.data.test_x.numpy()  # (N, 1, 8, 8) uint8

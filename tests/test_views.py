@@ -38,6 +38,22 @@ def test_latent_map_plots_every_test_code_with_its_index(explorer, name):
     assert not result.pending
 
 
+@pytest.mark.parametrize("colour", ["label", "anomaly score"])
+def test_the_maps_unvalidated_figure_is_what_plotly_validates(explorer, colour):
+    """The latent map is built without plotly's per-property validation (figures.unvalidated_figure, for
+    speed): the same figure built with validation, which raises on any property plotly does not know or a
+    value of the wrong type, must serialise to the same JSON."""
+    import json
+
+    import plotly.graph_objects as go
+
+    fast = explorer.latent_map("digits_vae", "auto", selected=7, colour=colour).figure
+    spec = fast.to_plotly_json()
+    validated = go.Figure(data=spec["data"], layout=spec["layout"])
+    assert json.loads(validated.to_json()) == json.loads(fast.to_json())
+    assert validated.layout.template.layout.plot_bgcolor == "white"  # plotly_white's look is kept
+
+
 def test_latent_map_pca_and_raw_fallback(explorer):
     raw_wide = explorer.latent_map("digits_vq_vae", "raw")
     assert "PCA shown" in raw_wide.note and "PC 1" in raw_wide.figure.layout.xaxis.title.text
