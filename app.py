@@ -25,6 +25,11 @@ from dataclasses import dataclass
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
+# Gradio's queue keeps the last 10,000 calls' records for its monitoring page (which this app does not serve)
+# and, after every call, builds a pandas DataFrame of all of them for its summary: O(records) per call, 9% of
+# the server's time under a class's load and growing for the first 10,000 calls. One record, never summarised.
+os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", str(2**62))
 
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402

@@ -155,6 +155,15 @@ def test_blocks_have_analytics_disabled(explorer):
     assert app.build_app(explorer).analytics_enabled is False
 
 
+def test_the_queue_keeps_no_record_of_every_call(explorer):
+    # Gradio's queue would keep 10,000 calls' records for a monitoring page and summarise all of them with
+    # pandas after every call: memory and time that grow with the traffic of a long-running server.
+    import app
+
+    queue = app.build_app(explorer)._queue
+    assert queue.ANALYTICS_MAX_EVENTS == 1 and queue.ANAYLTICS_CACHE_FREQUENCY >= 2**62
+
+
 # ---- the running server --------------------------------------------------------------------------
 
 def test_the_server_listens_on_loopback_only(app_server):
