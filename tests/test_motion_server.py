@@ -46,6 +46,9 @@ def test_training_motion_through_the_server(client, app_server, digits):
     heat = plot_of(kl)["data"][0]
     assert heat["type"] == "heatmap" and list(heat["x"]) == [1, 2, 3] and "KL" in kl_caption
 
-    motion, caption, kl, _ = client.predict("digits_vae", api_name="/training_motion")  # trained before recording
+    fit(build_model("vae", **digits.model_settings(), latent_dim=2), digits,  # as trained before frames were kept
+        TrainConfig(epochs=1, batch_size=64, iwae_k=0, history_images=0, device="cpu", motion_items=0,
+                    checkpoint=str(explorer.catalog.root / "served_unmoving")))
+    motion, caption, kl, _ = client.predict("served_unmoving", api_name="/training_motion")
     assert motion["visible"] is False and "retrain it" in caption
     assert "digits_ae" in client.predict(api_name="/checkpoints")  # the server keeps serving

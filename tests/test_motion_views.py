@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from vae_explorer.checkpoints import load_motion
 from vae_explorer.figures import page_animation
 from vae_explorer.server import Explorer, ViewError
 
-from .conftest import REPO, wait_for
+from .conftest import wait_for
 
 CPU = dict(device="cpu", iwae_k=0, history_images=0, batch_size=64, motion_items=120)
 
@@ -29,7 +28,9 @@ def motion_explorer(tmp_path_factory, digits):
     torch.manual_seed(0)
     fit(build_model("vae", **digits.model_settings(), latent_dim=6), digits,
         TrainConfig(epochs=4, checkpoint=str(folder / "moving_vae"), **CPU))
-    shutil.copy(REPO / "checkpoints" / "digits_vae.safetensors", folder / "old_vae.safetensors")
+    torch.manual_seed(0)  # as a checkpoint from before frames were recorded
+    fit(build_model("vae", **digits.model_settings(), latent_dim=2), digits,
+        TrainConfig(epochs=1, checkpoint=str(folder / "old_vae"), **{**CPU, "motion_items": 0}))
     ex = Explorer(folder)
     yield ex
     ex.close()

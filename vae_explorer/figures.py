@@ -14,13 +14,13 @@ PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
 
 
 def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    fig.update_layout(_layout_settings(title, height))
+    fig.update_layout(_layout_settings(title, height, "plotly_white"))
     return fig
 
 
-def _layout_settings(title: str, height: int) -> dict:
+def _layout_settings(title: str, height: int, template) -> dict:
     return dict(title=dict(text=title, x=0.02, font=dict(size=14)), height=height,
-                margin=dict(l=40, r=10, t=40, b=35), template=_white(),
+                margin=dict(l=40, r=10, t=40, b=35), template=template,
                 legend=dict(itemsizing="constant", font=dict(size=10)))
 
 
@@ -84,7 +84,7 @@ def latent_map(points: np.ndarray, labels: np.ndarray, classes: list[str], title
             name="selected", customdata=[selected], marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(width=3, color="black")),
             hovertemplate="selected: index %{customdata}<extra></extra>",
         ))
-    layout = dict(_layout_settings(title, height), xaxis=dict(title=dict(text=axis_names[0]), zeroline=False),
+    layout = dict(_layout_settings(title, height, _white()), xaxis=dict(title=dict(text=axis_names[0]), zeroline=False),
                   yaxis=dict(title=dict(text=axis_names[1]), zeroline=False), clickmode="event",
                   hovermode="closest", uirevision=title)
     return unvalidated_figure(traces, layout)

@@ -13,8 +13,13 @@
     if (gd.__vaeFramesKey === key || !window.Plotly || !gd._transitionData) return;
     gd.__vaeFramesKey = key;
     gd.removeAttribute("data-vae-frames");
-    const old = (gd._transitionData._frames || []).map((_, i) => i);
-    let done = old.length ? window.Plotly.deleteFrames(gd, old) : Promise.resolve();
+    // One frame at a time, the last first: plotly.js sorts a list of indices to delete as strings ("10" before
+    // "2") and then deletes past the end of a shortened list once there are more than ten frames (switching from
+    // one such animation to another failed with "Cannot read properties of undefined (reading 'name')").
+    let done = Promise.resolve();
+    for (let i = (gd._transitionData._frames || []).length - 1; i >= 0; i--) {
+      done = done.then(() => window.Plotly.deleteFrames(gd, [i]));
+    }
     if (key && Array.isArray(meta.frames)) {
       done = done.then(() => window.Plotly.addFrames(gd, meta.frames)).then(() => {
         if (gd.__vaeFramesKey === key) gd.setAttribute("data-vae-frames", String(meta.frames.length));
