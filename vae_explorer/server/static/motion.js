@@ -13,19 +13,19 @@
     if (gd.__vaeFramesKey === key || !window.Plotly || !gd._transitionData) return;
     gd.__vaeFramesKey = key;
     gd.removeAttribute("data-vae-frames");
-    // One frame at a time, the last first: plotly.js sorts a list of indices to delete as strings ("10" before
-    // "2") and then deletes past the end of a shortened list once there are more than ten frames (switching from
-    // one such animation to another failed with "Cannot read properties of undefined (reading 'name')").
-    let done = Promise.resolve();
-    for (let i = (gd._transitionData._frames || []).length - 1; i >= 0; i--) {
-      done = done.then(() => window.Plotly.deleteFrames(gd, [i]));
-    }
-    if (key && Array.isArray(meta.frames)) {
-      done = done.then(() => window.Plotly.addFrames(gd, meta.frames)).then(() => {
+    // One queue of frame edits per plot: a new figure can arrive while the last one's frames are still being
+    // added, and its edits must see what is there by then. Frames go one at a time, the last first: plotly.js
+    // sorts a list of indices to delete as strings ("10" before "2") and then deletes past the end of the
+    // shortened list once there are more than ten ("Cannot read properties of undefined (reading 'name')").
+    gd.__vaeFrameEdits = (gd.__vaeFrameEdits || Promise.resolve()).then(async () => {
+      if (gd.__vaeFramesKey !== key) return;  // a newer figure came meanwhile: its own edit follows
+      let left;
+      while ((left = (gd._transitionData._frames || []).length) > 0) await window.Plotly.deleteFrames(gd, [left - 1]);
+      if (key && Array.isArray(meta.frames)) {
+        await window.Plotly.addFrames(gd, meta.frames);
         if (gd.__vaeFramesKey === key) gd.setAttribute("data-vae-frames", String(meta.frames.length));
-      });
-    }
-    done.catch((e) => console.error("vae-explorer: could not add the animation's frames", e));
+      }
+    }).catch((e) => console.error("vae-explorer: could not set the animation's frames", e));
   }
 
   function hook(gd) {
