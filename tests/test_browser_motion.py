@@ -46,13 +46,16 @@ def test_the_train_tab_map_moves_after_each_epoch_and_plays_when_done(ui):
     jobs = ui.explorer.jobs
     open_tab(page, "Train")
     page.locator("#tr_latent input").fill("2")
-    page.locator("#tr_epochs input").fill("10")
+    # Long enough (30 epochs of 360 steps) that the live map, redrawn at most every 2 s, shows a running epoch
+    # before the run ends: 10 epochs at the default batch could finish within one redraw on an idle machine.
+    page.locator("#tr_epochs input").fill("30")
+    page.get_by_label("Batch size").fill("4")
     name = f"browser_motion_{int(time.time())}"
     page.locator("#tr_name textarea").fill(name)
     page.locator("#tr_start").click()
     try:
         # While it runs: the newest epoch's map, redrawn as each epoch ends.
-        page.wait_for_function(f"""() => /^{name}: epoch [1-9] of 10$/.test(({JS_TITLE})('tr_motion') || '')
+        page.wait_for_function(f"""() => /^{name}: epoch ([1-9]|[12][0-9]) of 30$/.test(({JS_TITLE})('tr_motion') || '')
             && document.querySelector('#tr_motion_text').innerText.includes('newest epoch')""", timeout=60_000)
         title = page.evaluate(JS_TITLE, "tr_motion")
         first = page.evaluate(JS_POINTS, "tr_motion")
@@ -63,11 +66,11 @@ def test_the_train_tab_map_moves_after_each_epoch_and_plays_when_done(ui):
         assert points_moved(first, page.evaluate(JS_POINTS, "tr_motion")) > 0
         # When it ends: every epoch, played in the page; the KL per dimension per epoch beside it.
         expect(page.locator("#tr_status")).to_contain_text("finished", timeout=120_000)
-        page.wait_for_selector("#tr_motion .js-plotly-plot[data-vae-frames='10']", timeout=30_000)
+        page.wait_for_selector("#tr_motion .js-plotly-plot[data-vae-frames='30']", timeout=30_000)
         expect(page.locator("#tr_motion_text")).to_contain_text("Press ▶ Play")
         page.wait_for_function("() => { const gd = document.querySelector('#tr_kl .js-plotly-plot');"
                                " return gd && gd._fullData && gd._fullData[0].type === 'heatmap'"
-                               " && gd._fullData[0].x.length === 10; }")
+                               " && gd._fullData[0].x.length === 30; }")
         page.locator("#tr_motion").scroll_into_view_if_needed()
         screenshot(page, "train_motion_done")
     finally:
