@@ -45,6 +45,7 @@ from vae_explorer.memory import MEMORY_SHARE  # noqa: E402
 from vae_explorer.models import LIKELIHOODS, MODELS, load_plugins  # noqa: E402
 from vae_explorer.server import MAX_SLIDERS, Explorer, ViewError, number_input  # noqa: E402
 from vae_explorer.server.cache import CacheJanitor  # noqa: E402
+from vae_explorer.server.catalog import DEFAULT_LOADED_MODELS  # noqa: E402
 from vae_explorer.server.page_decoders import PAGE_SCRIPT  # noqa: E402
 
 MAP_SCRIPT = PAGE_SCRIPT.parent / "map_touch.js"  # the maps' hover pictures, click-to-decode and marker drag
@@ -150,9 +151,12 @@ def table_twin(elem_id: str, label: str | None = None) -> gr.Dataframe:
 
 
 def pair(value, tabular: bool) -> tuple:
-    """An item view's value to its image (pictures) or its table twin (rows); the other is hidden."""
-    return (gr.update(value=None if tabular else value, visible=not tabular),
-            gr.update(value=value if tabular else None, visible=tabular))
+    """An item view's value to its image (pictures) or its table twin (rows); the other gets None.
+
+    Plain values, never visibility updates: which of the two shows is set once per model choice
+    (`Page.item_views`). An update with `visible` makes Gradio build a new component for the session and its
+    config, JSON schema included (about 3 ms each): in a class's load that was most of a small call's time."""
+    return (None if tabular else value, value if tabular else None)
 
 
 def page_view(key: str, label: str) -> gr.HTML:
@@ -267,6 +271,21 @@ class Page:
         self.pickers.append(dropdown)
         return dropdown
 
+    def item_views(self, shown: list, picker: gr.Dropdown, pictures: list, tables: list) -> None:
+        """Shows `pictures` (images, galleries) for a picture model and their `tables` twins for a table model,
+        when `shown` fires or the model chosen in `picker` (its first, if several) changes; the views' own
+        listeners fill both with `pair`."""
+        def show(chosen):
+            first = next((n for n in (chosen if isinstance(chosen, list) else [chosen]) if n), None)
+            try:
+                tabular = first is not None and self.ex.shown_as(first) == "table"
+            except ViewError:  # the views' listeners say what is wrong with the choice
+                return tuple(gr.skip() for _ in (*pictures, *tables))
+            return (*(gr.update(visible=not tabular) for _ in pictures), *(gr.update(visible=tabular) for _ in tables))
+
+        gr.on([*shown, picker.change], show, picker, [*pictures, *tables], api_visibility="private",
+              show_progress="hidden")
+
     def model_cards(self, shown, *dropdowns: gr.Dropdown) -> None:
         """A closed accordion with the cards of the models chosen in `dropdowns`, filled when `shown` fires."""
         def cards(*chosen) -> str:
@@ -357,9 +376,9 @@ def map_tab(page: Page) -> None:
 
     def select_point(left, right, index):
         x, ra, rb, text = ex.compare_point(left, right, index)
-        tabular = ex.shown_as(left) == "table"
-        images = [gr.update(value=v, visible=not tabular) for v in (x, ra, rb)]
-        return int(index), *images, gr.update(value=x if tabular else None, visible=tabular), text
+        if ex.shown_as(left) == "table":  # x is the one table: the row and each model's reconstruction
+            return int(index), None, None, None, x, text
+        return int(index), x, ra, rb, None, text
 
     def pick_point(left, right, index, projection, colour_by):
         return (*select_point(left, right, index), *show_maps(left, right, projection, index, colour_by))
@@ -396,7 +415,7 @@ def map_tab(page: Page) -> None:
             try:
                 out += decoded_view(name, projection, x, y)
             except ViewError as e:
-                out += [gr.update(value=None), gr.update(value=None), f"**{name}**: {e}"]
+                out += [None, None, f"**{name}**: {e}"]
         return tuple(out)
 
     def manifolds(left, right, n):
@@ -435,6 +454,9 @@ def map_tab(page: Page) -> None:
     wire([page.load, left.change, right.change, grid_n.release], manifolds, [left, right, grid_n],
          [manifold_left, manifold_left_rows, manifold_right, manifold_right_rows, manifold_note],
          api_name="manifold")
+    page.item_views([page.load], left, [sel_input, sel_left, sel_right, decoded["left"][0], manifold_left],
+                    [sel_table, decoded["left"][1], manifold_left_rows])
+    page.item_views([page.load], right, [decoded["right"][0], manifold_right], [decoded["right"][1], manifold_right_rows])
 
 
 # Draw to encode (sketchpad.js): a plain canvas, whose drawing goes to the server through `server_functions`
@@ -555,7 +577,6 @@ def draw_section(page: Page, left, right, projection) -> None:
     maps (with the 2-σ ellipse of a VAE's q(z|x)), reconstructed, and resampled from q(z|x) on request. Also
     sets `page.mark_upload`, which places an image uploaded in another tab on the maps as "your upload"."""
     ex = page.ex
-    gr.set_static_paths([SKETCH_SCRIPT])
 
     @page_call
     def draw_encode(args):
@@ -695,6 +716,8 @@ def reconstruct_tab(page: Page) -> None:
         return gr.Number(value=THRESHOLD_LEVELS[rule_name])
 
     wire(button.click, reconstruct, [models, indices, upload, seed], [grid, grid_rows, table], api_name="reconstruct")
+    page.item_views([tab.select], models, [grid], [grid_rows])
+    page.item_views([tab.select], ano_model, [worst], [worst_rows])
     page.mark_upload(upload)
     wire([tab.select, ano_model.change, level.submit, rule.input], anomalies, [ano_model, level, rule],
          [histogram, worst, worst_rows, ano_text, detection], api_name="anomalies")
@@ -736,6 +759,7 @@ def sliders_tab(page: Page) -> None:
 
     wire([tab.select, model.change, index.submit], setup, [model, index], [*sliders, image, rows, text],
          api_name="slider_setup")
+    page.item_views([tab.select], model, [image], [rows])
     def spec(name, start):
         return page_spec(lambda: ex.page_sliders(name, start), "sl_fallback", [s.elem_id for s in sliders])
 
@@ -809,6 +833,8 @@ def interpolate_tab(page: Page) -> None:
           api_visibility="private")
     wire([tab.select, fallback.click, *changes], at, [*inputs, t], [at_a, at_a_rows, at_b, at_b_rows],
          api_name="interpolate_at", trigger_mode="always_last", show_progress="hidden", concurrency_limit=4)
+    page.item_views([tab.select], model_a, [strip, at_a], [strip_rows, at_a_rows])
+    page.item_views([tab.select], model_b, [at_b], [at_b_rows])
     page.mark_upload(upload_a)
     page.mark_upload(upload_b)
 
@@ -839,12 +865,13 @@ def sample_tab(page: Page) -> None:
         a, b, caption, columns = ex.sample(name, temperature_value, seed_value)
         tabular = ex.shown_as(name) == "table"
         (ia, ta), (ib, tb) = pair(a, tabular), pair(b, tabular)
-        return ia, ib, ta, tb, caption, gr.Plot(columns, visible=columns is not None)
+        return ia, ib, ta, tb, caption, columns  # columns: the table models' figure (item_views shows it)
 
     wire([tab.select, model.change], labels, model, [grid_a, grid_b, rows_a, rows_b], api_visibility="private",
          show_progress="hidden")
     wire([tab.select, button.click, model.change], sample, [model, temperature, seed],
          [grid_a, grid_b, rows_a, rows_b, text, distributions], api_name="sample")
+    page.item_views([tab.select], model, [grid_a, grid_b], [rows_a, rows_b, distributions])
 
 
 def denoise_tab(page: Page) -> None:
@@ -879,10 +906,9 @@ def denoise_tab(page: Page) -> None:
         first, picture, results, caption = ex.denoise(names, index_value, upload_path, noise_kind, level_value,
                                                       seed_value, chosen_columns or None)
         # Tables: one table (the row, its corrupted copy, each model's output) replaces the three picture views.
-        tabular = ex.shown_as(names[0]) == "table"
-        return (gr.update(value=None if tabular else first, visible=not tabular),
-                gr.update(value=picture, visible=not tabular), gr.update(value=results, visible=not tabular),
-                gr.update(value=first if tabular else None, visible=tabular), caption)
+        if ex.shown_as(names[0]) == "table":
+            return None, None, [], first, caption
+        return first, picture, results, None, caption
 
     def kind_changed(names):
         # Images get noise; table rows get missing or random cells, optionally in chosen columns.
@@ -897,6 +923,7 @@ def denoise_tab(page: Page) -> None:
     wire([tab.select, models.change, index.submit, upload.change, noise.input, level.release, seed.submit,
           columns.input], denoise, [models, index, upload, noise, level, seed, columns],
          [clean, noisy, outputs, imputed, text], api_name="denoise")
+    page.item_views([tab.select], models, [clean, noisy, outputs], [imputed])
     page.mark_upload(upload)
 
 
@@ -1018,6 +1045,7 @@ def diagnostics_tab(page: Page) -> None:
 
     wire([tab.select, usage_tab.select, model.change], usage, model, [kl, variance, traversal, traversal_rows, text],
          api_name="latent_usage")
+    page.item_views([tab.select, usage_tab.select], model, [traversal], [traversal_rows])
     wire([prior_tab.select, prior_left.change, prior_right.change], prior, [prior_left, prior_right],
          [moments_left, gap_left, text_left, moments_right, gap_right, text_right], api_name="prior_fit")
     wire([factors_tab.select, factors_model.change], factors, factors_model,
@@ -1133,6 +1161,7 @@ def attribute_view(page: Page) -> None:
         **at_args, api_visibility="private")
     wire(strength.release, at, at_args["inputs"], at_args["outputs"], api_name="attribute_at",
          trigger_mode="always_last", show_progress="hidden")
+    page.item_views([tab.select], model, [strip, moved], [strip_rows, moved_rows])
 
 
 def motion_view(page: Page) -> None:
@@ -1467,12 +1496,12 @@ def models_tab(page: Page) -> None:
 
 
 def build_app(explorer: Explorer) -> gr.Blocks:
-    # The page's scripts, the decoders and the hover sprite sheets written for pages; nothing else of the
-    # checkpoints folder.
+    # The page's scripts (their folder), the decoders and the hover sprite sheets written for pages; nothing else
+    # of the checkpoints folder. As few entries as that: Gradio resolves every one against each answer's files
+    # and each file request (8 entries were a third of a denoise call's server time; 3 are left).
     explorer.pages.folder.mkdir(parents=True, exist_ok=True)
     explorer.tiles.folder.mkdir(parents=True, exist_ok=True)
-    gr.set_static_paths([PAGE_SCRIPT, MAP_SCRIPT, MOTION_SCRIPT, SELECT_SCRIPT, CLEANUP_SCRIPT, explorer.pages.folder,
-                         explorer.tiles.folder])
+    gr.set_static_paths([PAGE_SCRIPT.parent, explorer.pages.folder, explorer.tiles.folder])
     with ExplorerBlocks(title="vae-explorer", analytics_enabled=False, delete_cache=None) as demo:
         gr.Markdown(INTRO)
         page = Page(explorer, demo.load, explorer.checkpoint_names(), [])
@@ -1546,7 +1575,12 @@ def parse_args(argv=None):
                         "above it the oldest files are deleted (default %(default)s)")
     p.add_argument("--cache-max-age-min", type=float, default=DEFAULT_CACHE_MAX_AGE_MIN,
                    help="minutes a cached file is kept at most (default %(default)s)")
+    p.add_argument("--loaded-models", type=int, default=DEFAULT_LOADED_MODELS,
+                   help="models kept loaded in memory, least recently used dropped first (default %(default)s); "
+                        "keep it above the number of checkpoints a class uses, or each request reloads one")
     args = p.parse_args(argv)
+    if args.loaded_models < 1:
+        p.error(f"--loaded-models must be at least 1, got {args.loaded_models}")
     for name in ("cache_cap_mb", "cache_max_age_min"):
         value = getattr(args, name)
         if not (math.isfinite(value) and value > 0):
@@ -1563,7 +1597,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)  # small decodes are fastest single-threaded; requests run in parallel threads
     explorer = Explorer(args.checkpoints, args.data_root, train_memory_limit=args.train_memory_limit,
-                        train_lock=args.train_lock)
+                        train_lock=args.train_lock, loaded_models=args.loaded_models)
     demo = build_app(explorer)
     try:
         auth = tuple(args.auth.split(":", 1)) if args.auth else None

@@ -79,8 +79,8 @@ def app_server(tmp_path_factory):
 
 
 def shown(output):
-    """An image output as a client gets it: a file path, or an update (a dict) whose value is one. Item views
-    come as updates because the page shows each item either as an image or, for table rows, as a table."""
+    """An image output as a client gets it: a file path, or an update (a dict) whose value is one, from the
+    views whose visibility goes with each answer (a plot only some models have)."""
     return output["value"] if isinstance(output, dict) else output
 
 

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import save_file
 
 from vae_explorer import TrainConfig, build_model, fit, load_checkpoint, load_dataset, read_metadata, save_checkpoint
-from vae_explorer.server.catalog import Catalog, CatalogError
+from vae_explorer.server.catalog import DEFAULT_LOADED_MODELS, Catalog, CatalogError
 from vae_explorer.checkpoints import META_KEY, CheckpointError, load_train_state
 from vae_explorer.runs import RunSpec
 from vae_explorer.server.jobs import JobError, validate_run
@@ -223,6 +223,18 @@ def test_a_checkpoint_replaced_by_a_broken_file_is_not_served_from_cache(tmp_pat
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CatalogError, match="digits_ae.safetensors"):
         catalog.get("digits_ae")
+
+
+def test_the_catalog_keeps_its_capacity_of_models_loaded_and_drops_the_least_recently_used(tmp_path):
+    # Below the number of checkpoints in use, every request that walks the list reloads a model (and
+    # recomputes its codes): the default must hold the shipped checkpoints with room for a class's runs.
+    folder = copy_checkpoints(tmp_path / "ck")
+    assert 2 * len(Catalog(folder).names()) <= DEFAULT_LOADED_MODELS
+    catalog = Catalog(folder, capacity=2)
+    ae, vae = catalog.get("digits_ae"), catalog.get("digits_vae")
+    assert catalog.get("digits_ae") is ae  # kept: the same loaded model, nothing read again
+    catalog.get("digits_conv_ae")  # a third: the least recently used (digits_vae) goes
+    assert catalog.get("digits_ae") is ae and catalog.get("digits_vae") is not vae
 
 
 # ---- pickles -----------------------------------------------------------------------------------

@@ -89,6 +89,9 @@ def test_defaults_are_loopback_and_no_share():
     args = app.parse_args([])
     assert args.host == "127.0.0.1" and args.share is False
     assert app.parse_args(["--share"]).share is True  # only when asked
+    assert app.parse_args(["--loaded-models", "5"]).loaded_models == 5
+    with pytest.raises(SystemExit):
+        app.parse_args(["--loaded-models", "0"])
 
 
 def test_launch_passes_loopback_and_share_false_even_with_gradio_share_set(monkeypatch):

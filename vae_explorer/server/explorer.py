@@ -42,7 +42,7 @@ from ..models import MODELS, model_entry
 from ..motion import MotionRecord
 from ..runs import DataSpec, RunError, RunSpec, parse_settings, split_settings
 from ..training import TrainConfig
-from .catalog import Catalog, CatalogError, DatasetMissing, LoadedCheckpoint
+from .catalog import DEFAULT_LOADED_MODELS, Catalog, CatalogError, DatasetMissing, LoadedCheckpoint
 from .dataset_downloads import DatasetDownloads
 from .errors import ViewError
 from .jobs import TABLES_FOLDER, JobError, TrainingJobs
@@ -96,8 +96,9 @@ class Explorer:
 
     def __init__(self, checkpoint_dir: str | Path = "checkpoints", data_root: str | None = None,
                  projection_cache: str | Path | None = None, train_memory_limit: float | None = None,
-                 page_cache: str | Path | None = None, train_lock: str | Path | None = None):
-        self.catalog = Catalog(checkpoint_dir, data_root)
+                 page_cache: str | Path | None = None, train_lock: str | Path | None = None,
+                 loaded_models: int = DEFAULT_LOADED_MODELS):
+        self.catalog = Catalog(checkpoint_dir, data_root, capacity=loaded_models)
         # Served to pages as static files (app.py): nothing else of the checkpoints folder is.
         self.pages = PageDecoders(page_cache if page_cache is not None else self.catalog.root / PAGE_DECODERS)
         self.tiles = HoverTiles(self.catalog.root / HOVER_TILES)  # served as static files too
