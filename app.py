@@ -44,7 +44,7 @@ from vae_explorer.latent import PROJECTIONS  # noqa: E402
 from vae_explorer.memory import MEMORY_SHARE  # noqa: E402
 from vae_explorer.models import LIKELIHOODS, MODELS, load_plugins  # noqa: E402
 from vae_explorer.server import MAX_SLIDERS, Explorer, ViewError, number_input  # noqa: E402
-from vae_explorer.server.cache import CacheJanitor  # noqa: E402
+from vae_explorer.server.cache import CacheJanitor, install_answer_image_writer  # noqa: E402
 from vae_explorer.server.catalog import DEFAULT_LOADED_MODELS  # noqa: E402
 from vae_explorer.server.page_decoders import PAGE_SCRIPT  # noqa: E402
 
@@ -1540,6 +1540,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bo
     demo.queue(default_concurrency_limit=4)
     from gradio.utils import get_upload_folder
 
+    install_answer_image_writer()
     demo.cache_janitor = CacheJanitor(demo, int(cache_cap_mb * 2**20), cache_max_age_min * 60,
                                       root=get_upload_folder()).start()
     return demo.launch(server_name=host, server_port=port, share=share, head=CLICK_BRIDGE + URL_STATE_SCRIPT + MOTION_HEAD, css=CSS,

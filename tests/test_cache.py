@@ -8,7 +8,7 @@ import time
 import gradio as gr
 import pytest
 
-from vae_explorer.server.cache import KEEP_FRACTION, CacheJanitor
+from vae_explorer.server.cache import KEEP_FRACTION, CacheJanitor, write_answer_image
 
 
 def cached_file(root, name: str, size: int) -> str:
@@ -91,6 +91,53 @@ def test_each_file_is_read_once_and_all_again_every_few_sweeps(blocks, tmp_path,
     assert paths[0] in blocks.upload_file_set
     result = janitor.sweep()
     assert result.forgotten == 1 and result.bytes == 47 and paths[0] not in blocks.upload_file_set
+
+
+def test_a_file_handed_out_again_since_its_first_reading_is_spared(blocks, tmp_path):
+    # The memo holds the first ctime; an image answered again is touched (write_answer_image): the janitor
+    # reads the file's time again before deleting it, so a page about to fetch it still finds it.
+    path = cached_file(tmp_path, "again", 1000)
+    blocks.upload_file_set.add(path)
+    janitor = CacheJanitor(blocks, cap_bytes=10, max_age_s=3600, min_age_s=0.1)
+    assert janitor.sweep(now=os.lstat(path).st_ctime + 0.05).removed == 0  # young: read and kept
+    time.sleep(0.3)
+    os.utime(path)
+    assert janitor.sweep(now=os.lstat(path).st_ctime + 0.05).removed == 0 and os.path.exists(path)
+    assert janitor.sweep(now=os.lstat(path).st_ctime + 1).removed == 1
+
+
+def test_an_answer_image_is_written_once_and_never_rewritten_in_place(tmp_path):
+    # Gradio's own writer truncates and rewrites an image answered again while another client may be
+    # downloading it (a short response); this one leaves the file, touched.
+    from PIL import Image
+
+    img = Image.new("L", (8, 8), 128)
+    first = write_answer_image(img, str(tmp_path), format="png")
+    assert Image.open(first).getpixel((3, 3)) == 128
+    with open(first, "ab") as f:  # mark the copy: a writer that opens it again (Gradio's) would drop the mark
+        f.write(b"mark")
+    marked, ctime = open(first, "rb").read(), os.stat(first).st_ctime_ns
+    time.sleep(0.01)
+    again = write_answer_image(img, str(tmp_path), format="png")
+    assert again == first and open(again, "rb").read() == marked and os.stat(again).st_ctime_ns > ctime
+    assert [p.name for p in os.scandir(os.path.dirname(first))] == ["image.png"]  # no staging file left
+    other = write_answer_image(Image.new("L", (8, 8), 7), str(tmp_path), format="png")
+    assert os.path.dirname(other) != os.path.dirname(first)  # named by the image's hash, as Gradio does
+
+
+def test_gradio_images_go_through_the_writer_once_installed(tmp_path):
+    from PIL import Image
+
+    from vae_explorer.server.cache import install_answer_image_writer
+
+    install_answer_image_writer()  # what the app's launch does
+    image = gr.Image(format="png")
+    image.GRADIO_CACHE = str(tmp_path)
+    img = Image.new("L", (8, 8), 99)
+    first = image.postprocess(img).path
+    with open(first, "ab") as f:
+        f.write(b"mark")
+    assert image.postprocess(img).path == first and open(first, "rb").read().endswith(b"mark")  # not rewritten
 
 
 def test_files_gradio_must_keep_are_never_deleted(blocks, tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -90,10 +91,13 @@ class CacheJanitor:
         excess = total - KEEP_FRACTION * self.cap if total > self.cap else 0
         removed = freed = 0
         for ctime, size, path, tracked in files:
-            age = now - ctime
-            if not (age > self.max_age or (excess > 0 and age > self.min_age)):
+            if not self._expired(now - ctime, excess):
                 continue
-            try:
+            try:  # the memo may be old: a file handed out again since then was touched (write_answer_image)
+                ctime = os.lstat(path).st_ctime
+                if not self._expired(now - ctime, excess):
+                    self._stats[path] = (ctime, size)
+                    continue
                 os.remove(path)
             except FileNotFoundError:
                 pass
@@ -105,6 +109,9 @@ class CacheJanitor:
             removed, freed, excess = removed + 1, freed + size, excess - size
         self.last = Sweep(len(files) - removed, total - freed, removed, freed, self._forgotten)
         return self.last
+
+    def _expired(self, age: float, excess: float) -> bool:
+        return age > self.max_age or (excess > 0 and age > self.min_age)
 
     def _remove_empty_parent(self, path: Path) -> None:
         # Gradio puts each file in a folder named by its hash: the folder goes with its last file.
@@ -136,3 +143,41 @@ class CacheJanitor:
         if delete_all:
             self.max_age = -1.0
             self.sweep()
+
+
+def write_answer_image(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """Gradio's `processing_utils.save_pil_to_cache`, without its race: an image is written once, under a
+    temporary name renamed into place, and an existing copy is touched instead of rewritten.
+
+    Gradio 6.31 writes each answer's image with `write_bytes` into a folder named by the image's hash, so an
+    image answered again (the same sample, the same reconstruction) is truncated and rewritten in place while
+    another client may be downloading it; that download then ends short ("Too little data for declared
+    Content-Length" in the server log; the soak met it). Its `save_file_to_cache` already writes this way."""
+    from gradio import processing_utils
+
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    path = (folder / f"{name}.{format}").resolve()
+    try:
+        os.utime(path)  # handed out again: young for the janitor, which re-reads a file's time before deleting it
+        return str(path)
+    except FileNotFoundError:
+        pass
+    fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(staging, 0o644)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return str(path)
+
+
+def install_answer_image_writer() -> None:
+    """Route every answer image (gr.Image, gr.Gallery, arrays and PIL images alike) through `write_answer_image`."""
+    from gradio import processing_utils
+
+    processing_utils.save_pil_to_cache = write_answer_image
