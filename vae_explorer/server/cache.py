@@ -15,6 +15,10 @@ that can stand above the cap, for at most one sweep interval. A file's time and 
 the sweep first sees it (a full cache holds tens of thousands of files: one `stat` each every few
 seconds would be most of the sweep's work); every `RESTAT_EVERY` sweeps all are read again, which
 finds files something else deleted.
+
+`write_answer_image` replaces Gradio's writer of answer images, which rewrote an image answered again in
+place while another client could be downloading it; it and the janitor share a lock, so an image handed out
+again is never deleted under the page that is about to fetch it.
 """
 from __future__ import annotations
 
@@ -30,6 +34,9 @@ log = logging.getLogger(__name__)
 
 KEEP_FRACTION = 0.8  # above the cap, delete down to this share of it: not one file per sweep
 RESTAT_EVERY = 12  # sweeps (a minute at the default interval) between reading every tracked file's stat again
+# Held while the janitor reads a file's time and deletes it, and while write_answer_image touches or writes one:
+# an image answered again is then either still there and young (spared for min_age_s) or written anew.
+_HAND_OUT = threading.Lock()
 
 
 @dataclass
@@ -93,19 +100,20 @@ class CacheJanitor:
         for ctime, size, path, tracked in files:
             if not self._expired(now - ctime, excess):
                 continue
-            try:  # the memo may be old: a file handed out again since then was touched (write_answer_image)
-                ctime = os.lstat(path).st_ctime
-                if not self._expired(now - ctime, excess):
-                    self._stats[path] = (ctime, size)
+            with _HAND_OUT:  # the memo may be old: a file handed out again since then was touched
+                try:
+                    ctime = os.lstat(path).st_ctime
+                    if not self._expired(now - ctime, excess):
+                        self._stats[path] = (ctime, size)
+                        continue
+                    os.remove(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    log.warning("could not delete the cached file %s: %s", path, e)
                     continue
-                os.remove(path)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                log.warning("could not delete the cached file %s: %s", path, e)
-                continue
-            tracked.discard(path)
-            self._remove_empty_parent(Path(path))
+                tracked.discard(path)
+                self._remove_empty_parent(Path(path))
             removed, freed, excess = removed + 1, freed + size, excess - size
         self.last = Sweep(len(files) - removed, total - freed, removed, freed, self._forgotten)
         return self.last
@@ -159,20 +167,22 @@ def write_answer_image(img, cache_dir: str, name: str = "image", format: str = "
     folder = Path(cache_dir) / processing_utils.hash_bytes(data)
     folder.mkdir(exist_ok=True, parents=True)
     path = (folder / f"{name}.{format}").resolve()
-    try:
-        os.utime(path)  # handed out again: young for the janitor, which re-reads a file's time before deleting it
-        return str(path)
-    except FileNotFoundError:
-        pass
-    fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(staging, 0o644)
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
+    with _HAND_OUT:
+        try:
+            os.utime(path)  # handed out again: young for the janitor, which re-reads a file's time before deleting
+            return str(path)
+        except FileNotFoundError:
+            pass
+        folder.mkdir(exist_ok=True, parents=True)  # the janitor removes a folder with its last file
+        fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(staging, 0o644)
+            os.replace(staging, path)
+        except BaseException:
+            Path(staging).unlink(missing_ok=True)
+            raise
     return str(path)
 
 
