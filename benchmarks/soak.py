@@ -297,8 +297,9 @@ class Traffic:
 class Controller:
     """Starts a training every `every` s and cancels it `run_for` s later, through the app's endpoints."""
 
-    def __init__(self, url: str, deadline: float, every: float, run_for: float):
+    def __init__(self, url: str, deadline: float, every: float, run_for: float, dataset: str = "digits"):
         self.url, self.deadline, self.every, self.run_for = url, deadline, every, run_for
+        self.dataset = dataset  # MNIST where there is one: 1,000 digits epochs can end before the cancel comes
         self.events: list[dict] = []
         self.errors: list[str] = []
 
@@ -308,11 +309,11 @@ class Controller:
         client = Client(self.url, verbose=False, download_files=False)
         n = 0
         next_start = time.time() + min(30.0, self.every / 2)
-        while time.time() + self.run_for < self.deadline:
+        while next_start + self.run_for < self.deadline:  # a run that would outlast the traffic is not started
             time.sleep(max(0.0, next_start - time.time()))
             n += 1
             try:
-                client.predict(*train_args("vae", "digits", 1000, f"soak_run_{n}"), api_name="/train_start")
+                client.predict(*train_args("vae", self.dataset, 1000, f"soak_run_{n}"), api_name="/train_start")
                 started = str(client.predict(api_name="/train_status")[0])
                 self.events.append({"t": time.time(), "event": "start", "status": started[:200]})
                 time.sleep(self.run_for)
@@ -515,7 +516,8 @@ def main(argv=None) -> int:
         result["started_at"] = start
         monitor = Monitor(server.proc.pid, cache, ckpt, args.sample_every)
         traffic = Traffic(server.url, uploads, args.seed, deadline, args.upload_share, args.pause)
-        controller = Controller(server.url, deadline, args.train_every, args.train_for)
+        dataset = "mnist" if args.data_root and (Path(args.data_root) / "MNIST").is_dir() else "digits"
+        controller = Controller(server.url, deadline, args.train_every, args.train_for, dataset)
         threads = [threading.Thread(target=traffic.client, args=(k,), daemon=True) for k in range(args.clients)]
         threads.append(threading.Thread(target=controller.run, daemon=True))
         for t in threads:
