@@ -44,6 +44,7 @@ from vae_explorer.latent import PROJECTIONS  # noqa: E402
 from vae_explorer.memory import MEMORY_SHARE  # noqa: E402
 from vae_explorer.models import LIKELIHOODS, MODELS, load_plugins  # noqa: E402
 from vae_explorer.server import MAX_SLIDERS, Explorer, ViewError, number_input  # noqa: E402
+from vae_explorer.server.allocator import tune_allocator  # noqa: E402
 from vae_explorer.server.cache import CacheJanitor, install_answer_image_writer  # noqa: E402
 from vae_explorer.server.catalog import DEFAULT_LOADED_MODELS  # noqa: E402
 from vae_explorer.server.page_decoders import PAGE_SCRIPT  # noqa: E402
@@ -1593,6 +1594,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> None:
+    tune_allocator()  # before the server's threads start: a server that runs for days must not keep growing
     load_plugins()  # before the pickers list the registry
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
