@@ -59,6 +59,7 @@ from app_latency import (  # noqa: E402
     install_signal_handlers,
     load_average,
     machine_info,
+    outlasting_dataset,
     prepare_checkpoints,
     running_app,
     start_training,
@@ -312,7 +313,7 @@ def main(argv=None) -> int:
     if args.classroom:
         args.clients, args.seconds, args.mix = 30, 60.0, CLASSROOM_MIX
     if args.train_dataset is None:
-        args.train_dataset = "mnist" if args.data_root and (Path(args.data_root) / "MNIST").is_dir() else "digits"
+        args.train_dataset = outlasting_dataset(args.data_root)
     install_signal_handlers()
     mix = {k: float(v) for k, v in (part.split("=") for part in args.mix.split(",") if part)}
     unknown = set(mix) - set(KINDS)

@@ -58,6 +58,7 @@ from app_latency import (  # noqa: E402
     install_signal_handlers,
     load_average,
     machine_info,
+    outlasting_dataset,
     prepare_checkpoints,
     running_app,
     stats_ms,
@@ -299,7 +300,7 @@ class Controller:
 
     def __init__(self, url: str, deadline: float, every: float, run_for: float, dataset: str = "digits"):
         self.url, self.deadline, self.every, self.run_for = url, deadline, every, run_for
-        self.dataset = dataset  # MNIST where there is one: 1,000 digits epochs can end before the cancel comes
+        self.dataset = dataset  # outlasting_dataset: 1,000 digits epochs can end before the cancel comes
         self.events: list[dict] = []
         self.errors: list[str] = []
 
@@ -516,8 +517,8 @@ def main(argv=None) -> int:
         result["started_at"] = start
         monitor = Monitor(server.proc.pid, cache, ckpt, args.sample_every)
         traffic = Traffic(server.url, uploads, args.seed, deadline, args.upload_share, args.pause)
-        dataset = "mnist" if args.data_root and (Path(args.data_root) / "MNIST").is_dir() else "digits"
-        controller = Controller(server.url, deadline, args.train_every, args.train_for, dataset)
+        controller = Controller(server.url, deadline, args.train_every, args.train_for,
+                                outlasting_dataset(args.data_root))
         threads = [threading.Thread(target=traffic.client, args=(k,), daemon=True) for k in range(args.clients)]
         threads.append(threading.Thread(target=controller.run, daemon=True))
         for t in threads:

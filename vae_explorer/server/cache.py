@@ -164,9 +164,8 @@ def write_answer_image(img, cache_dir: str, name: str = "image", format: str = "
     from gradio import processing_utils
 
     data = processing_utils.encode_pil_to_bytes(img, format)
-    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
-    folder.mkdir(exist_ok=True, parents=True)
-    path = (folder / f"{name}.{format}").resolve()
+    folder = Path(cache_dir).resolve() / processing_utils.hash_bytes(data)
+    path = folder / f"{name}.{format}"
     with _HAND_OUT:
         try:
             os.utime(path)  # handed out again: young for the janitor, which re-reads a file's time before deleting
