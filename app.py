@@ -9,7 +9,6 @@ unless --share is given, and makes no outside requests (no analytics, no CDN).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import logging
@@ -45,6 +44,7 @@ from vae_explorer.memory import MEMORY_SHARE  # noqa: E402
 from vae_explorer.models import LIKELIHOODS, MODELS, load_plugins  # noqa: E402
 from vae_explorer.server import MAX_SLIDERS, Explorer, ViewError, number_input  # noqa: E402
 from vae_explorer.server.allocator import tune_allocator  # noqa: E402
+from vae_explorer.server.answers import InlineGallery, InlineImage, QuickPlot, without_stub_files  # noqa: E402
 from vae_explorer.server.cache import CacheJanitor, install_answer_image_writer  # noqa: E402
 from vae_explorer.server.catalog import DEFAULT_LOADED_MODELS  # noqa: E402
 from vae_explorer.server.page_decoders import PAGE_SCRIPT  # noqa: E402
@@ -193,22 +193,7 @@ def _checked(widget, payload):
         raise gr.Error(str(e), print_exception=False) from None
 
 
-@contextlib.contextmanager
-def _without_stub_files():
-    """Gradio writes a .pyi stub beside the source of every component class as it is defined (IDE hints
-    for its own templates): for the two classes below that would be an app.pyi, a copy of this file,
-    rewritten into the checkout at every start after an edit."""
-    from gradio import component_meta
-
-    write = component_meta.create_or_modify_pyi
-    component_meta.create_or_modify_pyi = lambda *args, **kwargs: None
-    try:
-        yield
-    finally:
-        component_meta.create_or_modify_pyi = write
-
-
-with _without_stub_files():
+with without_stub_files():
     class CheckedNumber(gr.Number):
         """gr.Number that refuses what is not a number with a message naming the box."""
 
@@ -312,8 +297,8 @@ def map_tab(page: Page) -> None:
                                  info="the label, the anomaly score, or a known factor / a table's column",
                                  allow_custom_value=True, elem_id="map_colour")
         with gr.Row():
-            plot_left = gr.Plot(elem_id="map_left", show_label=False)
-            plot_right = gr.Plot(elem_id="map_right", show_label=False)
+            plot_left = QuickPlot(elem_id="map_left", show_label=False)
+            plot_right = QuickPlot(elem_id="map_right", show_label=False)
         note = gr.Markdown(elem_classes="caption")
         with gr.Row():
             decoded = {}
@@ -322,7 +307,7 @@ def map_tab(page: Page) -> None:
                     # The page decodes the marker's position itself while it moves (map_touch.js), in this view;
                     # the server's image stands in where it cannot (UMAP maps, tables).
                     page_view(f"map-{side}", f"{label}: decoded at the marker")
-                    decoded[side] = (gr.Image(label=f"{label}: decoded at the marker", format="png",
+                    decoded[side] = (InlineImage(label=f"{label}: decoded at the marker", format="png",
                                               elem_id=f"map_{side}_decoded", height=160),
                                      table_twin(f"map_{side}_decoded_rows", f"{label}: decoded at the marker"),
                                      gr.Markdown(elem_classes="caption", elem_id=f"map_{side}_decoded_caption"))
@@ -335,9 +320,9 @@ def map_tab(page: Page) -> None:
                                           "each map decodes it in its own coordinates.", elem_id="map_coordinates")
             random_btn = gr.Button("Random item", scale=0)
         with gr.Row():
-            sel_input = gr.Image(label="Input", format="png", elem_id="sel_input", height=160)
-            sel_left = gr.Image(label="Left model's reconstruction", format="png", elem_id="sel_left", height=160)
-            sel_right = gr.Image(label="Right model's reconstruction", format="png", elem_id="sel_right", height=160)
+            sel_input = InlineImage(label="Input", format="png", elem_id="sel_input", height=160)
+            sel_left = InlineImage(label="Left model's reconstruction", format="png", elem_id="sel_left", height=160)
+            sel_right = InlineImage(label="Right model's reconstruction", format="png", elem_id="sel_right", height=160)
         sel_table = table_twin("sel_table", "The row, then each model's reconstruction (values in the columns' units)")
         caption = gr.Markdown(elem_classes="caption", elem_id="sel_caption")
         draw_section(page, left, right, projection)
@@ -345,8 +330,8 @@ def map_tab(page: Page) -> None:
                           open=True):
             grid_n = CheckedSlider(5, 25, value=15, step=1, label="Grid size")
             with gr.Row():
-                manifold_left = gr.Image(label="Left model", format="png", elem_id="manifold_left", height=440)
-                manifold_right = gr.Image(label="Right model", format="png", elem_id="manifold_right", height=440)
+                manifold_left = InlineImage(label="Left model", format="png", elem_id="manifold_left", height=440)
+                manifold_right = InlineImage(label="Right model", format="png", elem_id="manifold_right", height=440)
             with gr.Row():
                 manifold_left_rows = table_twin("manifold_left_rows", "Left model")
                 manifold_right_rows = table_twin("manifold_right_rows", "Right model")
@@ -683,7 +668,7 @@ def reconstruct_tab(page: Page) -> None:
             seed = CheckedNumber(value=0, precision=0, label="Random seed")
             upload = gr.File(label="…or upload an image", file_types=["image"], type="filepath", elem_id="rec_upload")
         button = gr.Button("Reconstruct", variant="primary", elem_id="rec_button")
-        grid = gr.Image(label="Reconstructions", format="png", elem_id="rec_grid")
+        grid = InlineImage(label="Reconstructions", format="png", elem_id="rec_grid")
         grid_rows = table_twin("rec_rows", "Inputs, then each model's reconstructions")
         table = gr.Markdown(elem_classes="caption")
         gr.Markdown("### Anomaly detection by reconstruction error\nItems a model reconstructs badly are "
@@ -697,10 +682,10 @@ def reconstruct_tab(page: Page) -> None:
                               elem_id="ano_level")
         ano_text = gr.Markdown(elem_classes="caption", elem_id="ano_text")
         with gr.Row():
-            histogram = gr.Plot(show_label=False, elem_id="ano_hist")
-            detection = gr.Plot(show_label=False, elem_id="ano_curves", visible=False)
+            histogram = QuickPlot(show_label=False, elem_id="ano_hist")
+            detection = QuickPlot(show_label=False, elem_id="ano_curves", visible=False)
         gr.Markdown("The highest-scoring test items with their reconstructions.", elem_classes="caption")
-        worst = gr.Image(show_label=False, format="png", elem_id="ano_grid")
+        worst = InlineImage(show_label=False, format="png", elem_id="ano_grid")
         worst_rows = table_twin("ano_rows")
         page.model_cards(tab.select, models, ano_model)
 
@@ -741,7 +726,7 @@ def sliders_tab(page: Page) -> None:
                                          elem_id=f"slider_{i}") for i in range(MAX_SLIDERS)]
             with gr.Column(scale=1):
                 view = page_view("sl", "Decoded")
-                image = gr.Image(label="Decoded", format="png", elem_id="sl_image", height=220)
+                image = InlineImage(label="Decoded", format="png", elem_id="sl_image", height=220)
                 rows = table_twin("sl_rows", "Decoded row (categories with their probability)")
                 text = gr.Markdown(elem_classes="caption")
                 fallback = gr.Button("Decode on the server", visible="hidden", elem_id="sl_fallback")
@@ -796,16 +781,16 @@ def interpolate_tab(page: Page) -> None:
         with gr.Row():
             with gr.Column():
                 view_a = page_view("in-a", "Model 1 at t")
-                at_a = gr.Image(label="Model 1 at t", format="png", elem_id="in_img_a", height=180)
+                at_a = InlineImage(label="Model 1 at t", format="png", elem_id="in_img_a", height=180)
             with gr.Column():
                 view_b = page_view("in-b", "Model 2 at t")
-                at_b = gr.Image(label="Model 2 at t", format="png", elem_id="in_img_b", height=180)
+                at_b = InlineImage(label="Model 2 at t", format="png", elem_id="in_img_b", height=180)
         fallback = gr.Button("Decode on the server", visible="hidden", elem_id="in_fallback")
         with gr.Row():
             at_a_rows = table_twin("in_rows_a", "Model 1 at t")
             at_b_rows = table_twin("in_rows_b", "Model 2 at t")
         steps = CheckedSlider(2, 30, value=10, step=1, label="Steps in the strip")
-        strip = gr.Image(label="Strips: one row per model", format="png", elem_id="in_strip")
+        strip = InlineImage(label="Strips: one row per model", format="png", elem_id="in_strip")
         strip_rows = table_twin("in_strip_rows", "A, the decoded path, B: for each model")
         text = gr.Markdown(elem_classes="caption")
         page.model_cards(tab.select, model_a, model_b)
@@ -850,12 +835,12 @@ def sample_tab(page: Page) -> None:
             seed = CheckedNumber(value=0, precision=0, label="Seed")
             button = gr.Button("Sample 7×7", variant="primary", elem_id="sa_button")
         with gr.Row():
-            grid_a = gr.Image(label="Samples", format="png", elem_id="sa_a")
-            grid_b = gr.Image(label="For comparison", format="png", elem_id="sa_b")
+            grid_a = InlineImage(label="Samples", format="png", elem_id="sa_a")
+            grid_b = InlineImage(label="For comparison", format="png", elem_id="sa_b")
         rows_a = table_twin("sa_rows_a", "Samples")
         rows_b = table_twin("sa_rows_b", "For comparison")
         text = gr.Markdown(elem_classes="caption")
-        distributions = gr.Plot(show_label=False, visible=False, elem_id="sa_columns")
+        distributions = QuickPlot(show_label=False, visible=False, elem_id="sa_columns")
         page.model_cards(tab.select, model)
 
     def labels(name):
@@ -895,10 +880,10 @@ def denoise_tab(page: Page) -> None:
             columns = gr.Dropdown([], value=[], multiselect=True, label="Columns to corrupt (tables; empty: any)",
                                   visible=False, elem_id="de_columns")
         with gr.Row():
-            clean = gr.Image(label="Clean (at the model's input size)", format="png", elem_id="de_clean", height=160)
-            noisy = gr.Image(label="Noisy", format="png", elem_id="de_noisy", height=160)
+            clean = InlineImage(label="Clean (at the model's input size)", format="png", elem_id="de_clean", height=160)
+            noisy = InlineImage(label="Noisy", format="png", elem_id="de_noisy", height=160)
         imputed = table_twin("de_rows", "The row, its corrupted copy, and each model's reconstruction")
-        outputs = gr.Gallery(label="Denoised", columns=4, height="auto", format="png", elem_id="de_out",
+        outputs = InlineGallery(label="Denoised", columns=4, height="auto", format="png", elem_id="de_out",
                              object_fit="contain")
         text = gr.Markdown(elem_classes="caption", elem_id="de_text")
         page.model_cards(tab.select, models)
@@ -938,11 +923,11 @@ def diagnostics_tab(page: Page) -> None:
                 model = page.picker("Model", page.default("digits_conv_vae"), elem_id="dg_model")
                 text = gr.Markdown(elem_classes="caption", elem_id="dg_text")
                 with gr.Row():
-                    kl = gr.Plot(show_label=False, elem_id="dg_kl")
-                    variance = gr.Plot(show_label=False, elem_id="dg_variance")
+                    kl = QuickPlot(show_label=False, elem_id="dg_kl")
+                    variance = QuickPlot(show_label=False, elem_id="dg_variance")
                 gr.Markdown("Latent traversals: one row per dimension, most used first; left to right t from -3 to 3.",
                             elem_classes="caption")
-                traversal = gr.Image(show_label=False, format="png", elem_id="dg_traversals")
+                traversal = InlineImage(show_label=False, format="png", elem_id="dg_traversals")
                 traversal_rows = table_twin("dg_rows")
                 page.model_cards(tab.select, model)
             with gr.Tab("Prior vs codes", id="dg_prior_tab") as prior_tab:
@@ -957,12 +942,12 @@ def diagnostics_tab(page: Page) -> None:
                                               elem_id="pf_right_model")
                 with gr.Row():
                     with gr.Column():
-                        moments_left = gr.Plot(show_label=False, elem_id="pf_left_moments")
-                        gap_left = gr.Plot(show_label=False, elem_id="pf_left_gap")
+                        moments_left = QuickPlot(show_label=False, elem_id="pf_left_moments")
+                        gap_left = QuickPlot(show_label=False, elem_id="pf_left_gap")
                         text_left = gr.Markdown(elem_classes="caption", elem_id="pf_left_text")
                     with gr.Column():
-                        moments_right = gr.Plot(show_label=False, elem_id="pf_right_moments")
-                        gap_right = gr.Plot(show_label=False, elem_id="pf_right_gap")
+                        moments_right = QuickPlot(show_label=False, elem_id="pf_right_moments")
+                        gap_right = QuickPlot(show_label=False, elem_id="pf_right_gap")
                         text_right = gr.Markdown(elem_classes="caption", elem_id="pf_right_text")
                 page.model_cards(prior_tab.select, prior_left, prior_right)
             with gr.Tab("Disentanglement", id="dg_factors_tab") as factors_tab:
@@ -972,8 +957,8 @@ def diagnostics_tab(page: Page) -> None:
                 factors_model = page.picker("Model (trained on data with known factors)",
                                             page.default("sprites_beta_vae"), elem_id="ds_model")
                 factors_text = gr.Markdown(elem_classes="caption", elem_id="ds_text")
-                importance = gr.Plot(show_label=False, elem_id="ds_importance", visible=False)
-                factor_traversals = gr.Image(show_label=False, format="png", elem_id="ds_traversals", visible=False)
+                importance = QuickPlot(show_label=False, elem_id="ds_importance", visible=False)
+                factor_traversals = InlineImage(show_label=False, format="png", elem_id="ds_traversals", visible=False)
                 page.model_cards(factors_tab.select, factors_model)
             with gr.Tab("Linear AE vs PCA", id="dg_linear_tab") as linear_tab:
                 gr.Markdown("A linear autoencoder trained on squared error learns the same subspace as PCA. The angles "
@@ -982,8 +967,8 @@ def diagnostics_tab(page: Page) -> None:
                 linear_model = page.picker("Linear autoencoder", page.default("digits_linear_ae"),
                                            elem_id="lp_model")
                 linear_text = gr.Markdown(elem_classes="caption", elem_id="lp_text")
-                angles = gr.Plot(show_label=False, elem_id="lp_angles", visible=False)
-                linear_recon = gr.Image(show_label=False, format="png", elem_id="lp_recon", visible=False)
+                angles = QuickPlot(show_label=False, elem_id="lp_angles", visible=False)
+                linear_recon = InlineImage(show_label=False, format="png", elem_id="lp_recon", visible=False)
                 page.model_cards(linear_tab.select, linear_model)
             with gr.Tab("Codebook", id="dg_codebook_tab") as codebook_tab:
                 gr.Markdown("A VQ model snaps each code token to one of K learned codebook vectors. Over the whole "
@@ -1000,14 +985,14 @@ def diagnostics_tab(page: Page) -> None:
                     codebook_show = gr.Button("Show this code", elem_id="cb_show", scale=0)
                 codebook_text = gr.Markdown(elem_classes="caption", elem_id="cb_text")
                 with gr.Row():
-                    codebook_grid = gr.Plot(show_label=False, elem_id="cb_grid", visible=False)
+                    codebook_grid = QuickPlot(show_label=False, elem_id="cb_grid", visible=False)
                     with gr.Column():
                         gr.Markdown("The chosen code decoded on its own; beside it, the test images whose tokens "
                                     "use it most.", elem_classes="caption")
-                        codebook_users = gr.Image(show_label=False, format="png", elem_id="cb_users", visible=False)
+                        codebook_users = InlineImage(show_label=False, format="png", elem_id="cb_users", visible=False)
                         gr.Markdown("Residual VQ, one test image per row: the input, then the reconstruction after "
                                     "level 1, 1+2, ...", elem_classes="caption")
-                        codebook_levels = gr.Image(show_label=False, format="png", elem_id="cb_levels",
+                        codebook_levels = InlineImage(show_label=False, format="png", elem_id="cb_levels",
                                                    visible=False)
                 codebook_pick = gr.Button("pick", elem_id="cb_pick_button", visible="hidden")
                 page.model_cards(codebook_tab.select, codebook_model)
@@ -1085,7 +1070,7 @@ def attribute_view(page: Page) -> None:
         with gr.Accordion("Choose the groups on the map instead", open=False, elem_id="av_select"):
             with gr.Row():
                 with gr.Column(scale=3):
-                    select_map = gr.Plot(show_label=False, elem_id="av_map")
+                    select_map = QuickPlot(show_label=False, elem_id="av_map")
                 with gr.Column(scale=1):
                     gr.Markdown("Drag a box around points on the map (or pick the lasso in its toolbar), then press "
                                 "a button: the selected test items become that group. Or type test indices. A group "
@@ -1100,13 +1085,13 @@ def attribute_view(page: Page) -> None:
         text = gr.Markdown(elem_classes="caption", elem_id="av_text")
         with gr.Row():
             with gr.Column(scale=3):
-                strip = gr.Image(label="The item, then its code + s × direction", format="png", elem_id="av_strip")
+                strip = InlineImage(label="The item, then its code + s × direction", format="png", elem_id="av_strip")
                 strip_rows = table_twin("av_strip_rows", "The row, then its code + s × direction, decoded")
             with gr.Column(scale=1):
                 strength = CheckedSlider(-3, 3, value=1.0, step=0.05, label="Strength s", elem_id="av_strength")
-                moved = gr.Image(label="Code + s × direction", format="png", elem_id="av_moved", height=180)
+                moved = InlineImage(label="Code + s × direction", format="png", elem_id="av_moved", height=180)
                 moved_rows = table_twin("av_moved_rows", "Code + s × direction")
-        histogram = gr.Plot(show_label=False, elem_id="av_hist")
+        histogram = QuickPlot(show_label=False, elem_id="av_hist")
         page.model_cards(tab.select, model)
 
     def groups(name):
@@ -1176,9 +1161,9 @@ def motion_view(page: Page) -> None:
                     "after each epoch.")
         model = page.picker("Model", page.default("digits_vae"), elem_id="tm_model")
         text = gr.Markdown(elem_classes="caption", elem_id="tm_text")
-        motion = gr.Plot(show_label=False, elem_id="tm_plot", visible=False)
+        motion = QuickPlot(show_label=False, elem_id="tm_plot", visible=False)
         kl_text = gr.Markdown(elem_classes="caption", elem_id="tm_kl_text")
-        kl = gr.Plot(show_label=False, elem_id="tm_kl", visible=False)
+        kl = QuickPlot(show_label=False, elem_id="tm_kl", visible=False)
         page.model_cards(tab.select, model)
 
     def view(name):
@@ -1383,18 +1368,18 @@ def train_tab(page: Page) -> None:
         data_timer = gr.Timer(0.5, active=False)
         status = gr.Markdown(elem_id="tr_status")
         with gr.Row():
-            curves = gr.Plot(show_label=False, elem_id="tr_curves")
+            curves = QuickPlot(show_label=False, elem_id="tr_curves")
             with gr.Column():
                 gr.Markdown("Fixed test items (top row) and their reconstructions after each of the "
                             "last epochs (one row per epoch, newest at the bottom).", elem_classes="caption")
-                history = gr.Image(show_label=False, format="png", elem_id="tr_history")
+                history = InlineImage(show_label=False, format="png", elem_id="tr_history")
         with gr.Row():
             with gr.Column():
                 motion_text = gr.Markdown(elem_classes="caption", elem_id="tr_motion_text")
-                motion = gr.Plot(show_label=False, elem_id="tr_motion", visible=False)
+                motion = QuickPlot(show_label=False, elem_id="tr_motion", visible=False)
             with gr.Column():
                 kl_text = gr.Markdown(elem_classes="caption", elem_id="tr_kl_text")
-                kl = gr.Plot(show_label=False, elem_id="tr_kl", visible=False)
+                kl = QuickPlot(show_label=False, elem_id="tr_kl", visible=False)
         timer = gr.Timer(0.5, active=False)
         seen = gr.State(None)  # the job version this page last drew
         status_button = gr.Button(visible=False)  # for API clients: /train_status

@@ -65,6 +65,7 @@ from app_latency import (  # noqa: E402
     train_args,
 )
 from reporting import cpu_name, write_report  # noqa: E402
+from vae_explorer.server.answers import image_bytes  # noqa: E402  (app_latency put the repo on the path)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # gradio_client would otherwise look up huggingface.co
 
@@ -160,7 +161,9 @@ class Answers:
         out = []
         for value in outputs if isinstance(outputs, (list, tuple)) else [outputs]:
             url = _file_path(value)
-            if url and str(url).split("?")[0].lower().endswith((".png", ".jpg", ".jpeg", ".webp")):
+            if url and str(url).startswith("data:image/"):  # the app's answer images travel inline
+                out.append(np.asarray(Image.open(io.BytesIO(image_bytes({"url": url})))))
+            elif url and str(url).split("?")[0].lower().endswith((".png", ".jpg", ".jpeg", ".webp")):
                 out.append(np.asarray(Image.open(io.BytesIO(fetch(url)))))
             elif isinstance(value, dict) and "plot" in value:
                 out.append(json.loads(value["plot"]) if isinstance(value["plot"], str) else value["plot"])

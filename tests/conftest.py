@@ -79,9 +79,18 @@ def app_server(tmp_path_factory):
 
 
 def shown(output):
-    """An image output as a client gets it: a file path, or an update (a dict) whose value is one, from the
-    views whose visibility goes with each answer (a plot only some models have)."""
-    return output["value"] if isinstance(output, dict) else output
+    """An image output as a client gets it, ready for `Image.open`: the app's answer images travel inline
+    (a dict with a data URL, read here into a file object); a large one is a file path. An update (a dict
+    with a value, from the views whose visibility goes with each answer) gives its value."""
+    import io
+
+    from vae_explorer.server.answers import image_bytes
+
+    if isinstance(output, dict) and "value" in output:
+        output = output["value"]
+    if isinstance(output, dict) and str(output.get("url") or "").startswith("data:"):
+        return io.BytesIO(image_bytes(output))
+    return output
 
 
 def write_fault_table(path: Path, n: int = 1500, seed: int = 0) -> Path:

@@ -14,7 +14,7 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from .conftest import write_fault_table  # noqa: E402
+from .conftest import shown, write_fault_table  # noqa: E402
 
 PUBLIC = {"latent_map", "select_point", "manifold", "reconstruct", "anomalies", "slider_setup", "decode",
           "interpolate", "interpolate_at", "sample", "denoise", "train_start", "train_cancel", "train_status",
@@ -29,10 +29,9 @@ def client(app_server):
     return Client(url, analytics_enabled=False, verbose=False)
 
 
-def is_png(path, min_side: int = 8) -> bool:
-    """An image output: a file path, or an update (a dict) whose value is one."""
-    path = path["value"] if isinstance(path, dict) else path
-    with Image.open(path) as im:
+def is_png(output, min_side: int = 8) -> bool:
+    """An image output (inline, a file, or an update whose value is one) holds a PNG of at least min_side."""
+    with Image.open(shown(output)) as im:
         return im.format == "PNG" and min(im.size) >= min_side
 
 
@@ -75,8 +74,7 @@ def test_slider_setup_and_decode(client):
     assert all(s["minimum"] <= s["value"] <= s["maximum"] for s in sliders)
     moved, _ = client.predict("digits_sparse_ae", 0, sliders[0]["maximum"], *values[1:], api_name="/decode")
     assert is_png(moved)
-    with open(moved, "rb") as f, open(image, "rb") as g:
-        assert f.read() != g.read()
+    assert shown(moved).read() != shown(image).read()
 
 
 def test_interpolate_sample_denoise_card(client):
@@ -218,8 +216,8 @@ def test_draw_encode_and_resample(client, app_server):
         assert (got["x"], got["y"], got["method"]) == (want["x"], want["y"], want["method"])
         for key in ("input", "reconstruction"):
             png = base64.b64decode(got[key].split(",", 1)[1])
-            with Image.open(io.BytesIO(png)) as shown:
-                assert shown.format == "PNG" and shown.size == want[key].size
+            with Image.open(io.BytesIO(png)) as im:
+                assert im.format == "PNG" and im.size == want[key].size
     assert left["ellipse"] is None and right["ellipse"]["semi_axes"] == expected[1]["ellipse"]["semi_axes"]
     samples = client.predict("digits_ae", "digits_conv_vae", drawing, 4, api_name="/draw_resample")["maps"]
     assert samples[0]["picture"] is None and "no posterior" in samples[0]["caption"]

@@ -42,6 +42,21 @@ def test_principal_axes_match_sklearn_pca(codes):
                                rtol=1e-3, atol=1e-3)
 
 
+
+@pytest.mark.parametrize("n", [3, 12, 40])
+def test_principal_axes_give_every_direction_for_few_or_many_codes(codes, n):
+    """All D orthonormal directions, whether there are fewer codes than dimensions (the full SVD) or more
+    (the thin one, which never builds the N × N left factor); the spread matches sklearn's where it exists."""
+    few = codes[:n]
+    axes = principal_axes(few)
+    d = few.shape[1]
+    assert axes.directions.shape == (d, d) and axes.std.shape == (d,)
+    np.testing.assert_allclose(axes.directions @ axes.directions.T, np.eye(d), atol=1e-5)
+    k = min(n - 1, d)  # directions with a spread: the rest of the std is zero
+    ref = PCA(n_components=k).fit(few)
+    np.testing.assert_allclose(axes.std[:k], np.sqrt(ref.explained_variance_), rtol=1e-4, atol=1e-4)
+    assert np.all(axes.std[n:] == 0)
+
 def test_pca_baseline_matches_sklearn_reconstruction(digits):
     k = 10
     base = PCABaseline(digits.train_x, k, IMAGES)

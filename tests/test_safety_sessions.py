@@ -145,7 +145,7 @@ def _png(path, size, value):
 
 def _pixels(path_or_image) -> np.ndarray:
     path_or_image = shown(path_or_image)
-    return np.asarray(Image.open(path_or_image) if isinstance(path_or_image, str) else path_or_image)
+    return np.asarray(path_or_image if isinstance(path_or_image, Image.Image) else Image.open(path_or_image))
 
 
 def test_sessions_see_only_their_own_choices(app_server, tmp_path):

@@ -218,8 +218,11 @@ class PrincipalAxes:
 def principal_axes(codes: np.ndarray) -> PrincipalAxes:
     codes = np.asarray(codes, dtype=np.float64)
     mean = codes.mean(0)
-    # SVD of the centred codes: right singular vectors are the principal directions.
-    _, s, vt = np.linalg.svd(codes - mean, full_matrices=True)
+    # SVD of the centred codes: right singular vectors are the principal directions. All D of them are needed
+    # (sliders and planes take any), which a thin SVD gives only with at least D codes; with fewer, the full one,
+    # whose left factor is then small. Full on 10,000 MNIST codes would make a 10,000 × 10,000 left factor:
+    # 800 MB and 4 s for the first map of each model.
+    _, s, vt = np.linalg.svd(codes - mean, full_matrices=len(codes) < codes.shape[1])
     std = np.zeros(codes.shape[1])
     std[: len(s)] = s / np.sqrt(max(len(codes) - 1, 1))
     # Fix each direction's sign (largest component positive) so plots do not flip between runs.
