@@ -6,6 +6,7 @@ play button and epoch slider, in the page. Shares test_browser's page fixture an
 """
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -14,14 +15,11 @@ import torch
 from vae_explorer import TrainConfig, build_model, fit
 
 from . import test_browser
-from .test_browser import assert_clean, choose, expect, open_tab, screenshot
+from .test_browser import JS_TIMER_FNS, assert_clean, choose, expect, open_tab, screenshot, wait_quiet
 
 ui = test_browser.ui  # the same page fixture (one page for this module)
 
-# A known flake, not yet fixed: switching Training in motion from one animation to another sometimes leaves the
-# new plot without its frames (motion.js's frame edits race the redraw; 1 run in 2 failed on 2026-12-02).
-# Rerun, so the suite stays trustworthy elsewhere while it is open; the failure still shows in the report.
-pytestmark = [pytest.mark.browser, pytest.mark.flaky(reruns=2)]
+pytestmark = pytest.mark.browser
 
 # Every point of a plot as [[x, y], ...] over its traces, as plotly draws them now.
 JS_POINTS = """id => { const gd = document.querySelector(`#${id} .js-plotly-plot`);
@@ -103,8 +101,17 @@ def test_diagnostics_plays_a_checkpoints_epochs_in_the_page(ui, moving_checkpoin
     assert page.evaluate(JS_ACTIVE, "tm_plot") == 5  # opens at the last epoch
     last = page.evaluate(JS_POINTS, "tm_plot")
     assert len(last) == 300 and points_moved(last, page.evaluate(JS_FRAME_POINTS, ["tm_plot", "6"])) < 1e-9
-    requests_before = len(ui.in_flight)
     screenshot(page, "diagnostics_motion")
+    # From here on the page animates by itself: every call it makes is recorded (the pickers' 3-s poll aside).
+    wait_quiet(ui)
+    timer_fns = set(page.evaluate(JS_TIMER_FNS))
+    calls = []
+
+    def on_request(r):
+        if "/queue/join" in r.url and json.loads(r.post_data or "{}").get("fn_index") not in timer_fns:
+            calls.append(r.post_data)
+
+    page.on("request", on_request)
 
     # Drag the epoch slider's handle to its left end: the map shows epoch 1, with no call to the server.
     page.locator("#tm_plot .slider-rail-touch-rect").scroll_into_view_if_needed()
@@ -128,7 +135,8 @@ def test_diagnostics_plays_a_checkpoints_epochs_in_the_page(ui, moving_checkpoin
     page.wait_for_function(f"() => ({JS_ACTIVE})('tm_plot') === 5", timeout=30_000)
     page.wait_for_function(f"""() => {{ const now = ({JS_POINTS})('tm_plot'), want = ({JS_FRAME_POINTS})(['tm_plot', '6']);
         return now.every((p, k) => Math.abs(p[0] - want[k][0]) < 1e-9 && Math.abs(p[1] - want[k][1]) < 1e-9); }}""")
-    assert len(ui.in_flight) <= requests_before  # nothing asked of the server to animate
+    page.remove_listener("request", on_request)
+    assert calls == []  # nothing asked of the server to animate
     assert_clean(ui)
 
 
