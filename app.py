@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from vae_explorer.anomaly import DEFAULT_LEVELS as THRESHOLD_LEVELS  # noqa: E402
 from vae_explorer.data import DATASETS, IMAGES  # noqa: E402
 from vae_explorer.data.downloads import DOWNLOADABLE  # noqa: E402
-from vae_explorer.data.images import MAX_UPLOAD_BYTES  # noqa: E402
+from vae_explorer.data.images import MAX_UPLOAD_BYTES, png_data_url  # noqa: E402
 from vae_explorer.devices import device_choices  # noqa: E402
 from vae_explorer.figures import page_animation  # noqa: E402
 from vae_explorer.latent import PROJECTIONS  # noqa: E402
@@ -491,16 +491,6 @@ SKETCH_CSS = """
 .vae-samples { image-rendering: pixelated; max-width: 100%; margin-top: 0.4em; }
 .vae-samples:not([src]) { display: none; }
 """
-
-
-def png_data_url(im) -> str:
-    """A PIL image as a PNG data URL: the page shows it without fetching a file."""
-    import base64
-    import io
-
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def drawn_on_maps(ex: Explorer, names, projection, drawing=None, upload=None, images: bool = True) -> list[dict]:
@@ -1179,7 +1169,8 @@ def motion_view(page: Page) -> None:
 
     # "always_last": Gradio takes the trigger mode from the first trigger, and a tab's select gives "once", which
     # drops a model chosen while the tab's first view is still pending (the picker then names one model and
-    # the plot shows another). The other views wired the same way have the same flaw: see issue 15's notes.
+    # the plot shows another). Other views wired [tab.select, x.change] have the same flaw; made "always_last"
+    # everywhere, the browser suite met a call that never settled (a loop of value events, not yet found).
     wire([tab.select, model.change], view, model, [motion, text, kl, kl_text], api_name="training_motion",
          trigger_mode="always_last")
 

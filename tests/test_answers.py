@@ -12,7 +12,6 @@ from PIL import Image
 
 from vae_explorer import figures
 from vae_explorer.server.answers import (
-    DATA_URL_PREFIX,
     INLINE_MAX_BYTES,
     InlineGallery,
     InlineImage,
@@ -32,7 +31,7 @@ def test_an_image_answer_is_its_png_inline_with_the_same_pixels():
     colour = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
     for picture, expected in ((grey, grey), (Image.fromarray(grey), grey), (colour, np.asarray(colour))):
         answer = InlineImage(format="png").postprocess(picture)
-        assert answer.path is None and answer.url.startswith(DATA_URL_PREFIX)
+        assert answer.path is None and answer.url.startswith("data:image/png;base64,")
         np.testing.assert_array_equal(_pixels(answer), expected)
     assert InlineImage().postprocess(None) is None
 

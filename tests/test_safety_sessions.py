@@ -211,7 +211,6 @@ def test_a_new_session_starts_from_the_defaults_not_from_others_choices(app_serv
     assert index == 0 and "Test image **0**" in caption and "digits_ae" in caption and "digits_conv_ae" not in caption
 
 
-
 def test_training_motion_follows_the_model_chosen_while_its_first_view_was_pending(explorer):
     """Gradio takes an event's trigger mode from its first trigger, and "once" (a tab's select) drops every
     trigger that arrives while the event is pending: a model chosen as the tab opened was never shown."""

@@ -56,6 +56,25 @@ def to_pil(x: torch.Tensor, scale: int = 1) -> Image.Image:
     return im
 
 
+# zlib's fastest level: half the time of the default 6 for 10-20% more bytes on the app's grids (1.2 ms and
+# 19 KB for an MNIST sample grid, against 2.3 ms and 17 KB). Pictures are encoded on every answer.
+PNG_COMPRESS_LEVEL = 1
+
+
+def png_bytes(im: Image.Image) -> bytes:
+    with io.BytesIO() as out:
+        im.save(out, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        return out.getvalue()
+
+
+def png_data_url(picture: Image.Image | bytes) -> str:
+    """A PIL image (or its PNG bytes) as a PNG data URL: a page shows it without fetching a file."""
+    import base64
+
+    data = picture if isinstance(picture, bytes) else png_bytes(picture)
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
 def image_grid(x: torch.Tensor, nrow: int, padding: int = 1, scale: int = 1) -> Image.Image:
     """(N, C, H, W) float in [0, 1] -> one PIL image with `nrow` images per row on a grey frame.
 

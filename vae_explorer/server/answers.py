@@ -15,14 +15,13 @@ Gradio passes an `ImageData` with a `url` and no `path` through untouched, on th
 API clients get the same dicts: `{"path": None, "url": "data:image/png;base64,…"}` where they used to get a
 file; `image_bytes` reads either.
 
-Figures go as plotly JSON made by `figures.figure_json`, the same JSON as Gradio's `fig.to_json()` at a fifth
+Figures go as plotly JSON made by `figures.figure_json`, the same JSON as Gradio's `fig.to_json()` at a quarter
 of its cost for a 10,000-point map.
 """
 from __future__ import annotations
 
 import base64
 import contextlib
-import io
 
 import gradio as gr
 import numpy as np
@@ -32,28 +31,21 @@ from gradio.components.plot import PlotData
 from gradio.data_classes import ImageData
 from PIL import Image
 
+from vae_explorer.data.images import png_bytes, png_data_url
 from vae_explorer.figures import figure_json
 
 INLINE_MAX_BYTES = 256 * 1024  # PNG bytes; a larger image is sent as a file (a page's answer stays quick to parse)
-# zlib's fastest level: half the time of the default 6 for 10-20% more bytes on the app's grids (1.2 ms and
-# 19 KB for an MNIST sample grid, against 2.3 ms and 17 KB); the encoding was a tenth of the server's work.
-PNG_COMPRESS_LEVEL = 1
-DATA_URL_PREFIX = "data:image/png;base64,"
 
 
-def png_data_url(picture) -> str | None:
+def inline_url(picture) -> str | None:
     """A PIL image or a uint8 array as a PNG data URL; None for anything else (a path, another dtype) or for a
     PNG over `INLINE_MAX_BYTES`, which Gradio's own postprocessing then sends as a file."""
     if isinstance(picture, np.ndarray) and picture.dtype == np.uint8:
         picture = Image.fromarray(picture)
     if not isinstance(picture, Image.Image):
         return None
-    with io.BytesIO() as out:
-        picture.save(out, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-        data = out.getvalue()
-    if len(data) > INLINE_MAX_BYTES:
-        return None
-    return DATA_URL_PREFIX + base64.b64encode(data).decode("ascii")
+    data = png_bytes(picture)
+    return png_data_url(data) if len(data) <= INLINE_MAX_BYTES else None
 
 
 @contextlib.contextmanager
@@ -82,7 +74,7 @@ with without_stub_files():
         is_template = True  # the page uses the parent's component: "image"
 
         def postprocess(self, value):
-            url = png_data_url(value)
+            url = inline_url(value)
             return _inline(url) if url is not None else super().postprocess(value)
 
     class InlineGallery(gr.Gallery):
@@ -95,7 +87,7 @@ with without_stub_files():
             if not value:
                 return super().postprocess(value)
             items = [item if isinstance(item, (tuple, list)) else (item, None) for item in value]
-            urls = [png_data_url(picture) for picture, _ in items]
+            urls = [inline_url(picture) for picture, _ in items]
             if any(url is None for url in urls):  # a path, a video or a large image: Gradio's way for the whole answer
                 return super().postprocess(value)
             return GalleryData(root=[GalleryImage(image=_inline(url), caption=caption)

@@ -30,6 +30,7 @@ from ..checkpoints import CheckpointError, load_motion
 from ..data import DATASETS
 from ..data.downloads import DOWNLOADABLE, is_present
 from ..data.image_sets import expected_files
+from ..data.images import png_data_url
 from ..attributes import AttributeVector, apply_attribute, attribute_vector, projections
 from ..anomaly import THRESHOLD_RULES, choose_threshold, curves, detection_report
 from ..data.dataset import UploadError
@@ -1141,16 +1142,9 @@ class Explorer:
 
     def _code_pictures(self, entry: LoadedCheckpoint, usage, level: int) -> list[str]:
         """Every code of `level` decoded on its own, as PNG data URLs for the grid figure."""
-        import base64
-        import io
         images = entry.kind.clean_output(code_images(entry.model, level, list(range(usage.codebook_size)),
                                                      usage.tokens, usage.levels))
-        urls = []
-        for x in images:
-            buf = io.BytesIO()
-            entry.kind.show(x, target=32).save(buf, format="PNG")
-            urls.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
-        return urls
+        return [png_data_url(entry.kind.show(x, target=32)) for x in images]
 
     def _levels(self, entry: LoadedCheckpoint, usage):
         data, kind = self._data(entry), entry.kind
