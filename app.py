@@ -140,8 +140,24 @@ def user_errors(fn):
     return wrapper
 
 
-def wire(triggers, fn, inputs, outputs, **kwargs):
-    """gr.on with the explorer's errors shown on the page: every event of the app goes through here."""
+# The queues of the server's calls. Gradio gives each event a queue of its own, so under a class the clients
+# piled up in the queues of the dearer views (30 clients: a denoise took 0.90 s at the median, a model card
+# 0.22 s), and the p95 was the dearest view's. The quick views (milliseconds once their model is loaded) now
+# share one queue served in arrival order, `--view-slots` at a time, so every view waits about as long: the
+# classroom load test's p95 went from 1.18 to 0.72 s, and the throughput stayed (51.6 and 53.8 calls/s) (benchmarks/load_test.py). The
+# studies, which can take seconds (a diagnostic's first computation, an export), keep a queue each, so a few
+# of them cannot hold every slot.
+VIEWS = "views"
+DEFAULT_VIEW_SLOTS = 16
+STUDY_SLOTS = 4  # per study: as many as before the shared queue
+
+
+def wire(triggers, fn, inputs, outputs, *, study: bool = False, **kwargs):
+    """gr.on with the explorer's errors shown on the page: every event of the app goes through here. A quick
+    view joins the shared queue (VIEWS); a `study` keeps a queue of its own; an event given its own
+    concurrency settings keeps them."""
+    if "concurrency_limit" not in kwargs and "concurrency_id" not in kwargs:
+        kwargs.update({"concurrency_limit": STUDY_SLOTS} if study else {"concurrency_id": VIEWS})
     return gr.on(triggers if isinstance(triggers, list) else [triggers], user_errors(fn), inputs, outputs, **kwargs)
 
 
@@ -641,8 +657,8 @@ def draw_section(page: Page, left, right, projection) -> None:
         seed = number_input(seed, "the seed", 0, 2**32 - 1, whole=True)
         return {"maps": resampled(ex, [left_model, right_model], drawing, seed)}
 
-    gr.api(user_errors(encode_drawing_api), api_name="draw_encode")
-    gr.api(user_errors(resample_drawing_api), api_name="draw_resample")
+    gr.api(user_errors(encode_drawing_api), api_name="draw_encode", concurrency_id=VIEWS)
+    gr.api(user_errors(resample_drawing_api), api_name="draw_resample", concurrency_id=VIEWS)
 
 
 def reconstruct_tab(page: Page) -> None:
@@ -1020,27 +1036,27 @@ def diagnostics_tab(page: Page) -> None:
         return (1, code, *codebook(name, 1, code))
 
     wire([tab.select, usage_tab.select, model.change], usage, model, [kl, variance, traversal, traversal_rows, text],
-         api_name="latent_usage")
+         api_name="latent_usage", study=True)
     page.item_views([tab.select, usage_tab.select], model, [traversal], [traversal_rows])
     wire([prior_tab.select, prior_left.change, prior_right.change], prior, [prior_left, prior_right],
-         [moments_left, gap_left, text_left, moments_right, gap_right, text_right], api_name="prior_fit")
+         [moments_left, gap_left, text_left, moments_right, gap_right, text_right], api_name="prior_fit", study=True)
     wire([factors_tab.select, factors_model.change], factors, factors_model,
-         [importance, factor_traversals, factors_text], api_name="disentanglement")
+         [importance, factor_traversals, factors_text], api_name="disentanglement", study=True)
     wire([linear_tab.select, linear_model.change], linear, linear_model,
-         [angles, linear_recon, linear_text], api_name="linear_pca")
+         [angles, linear_recon, linear_text], api_name="linear_pca", study=True)
     wire([codebook_level.submit, codebook_code.submit, codebook_show.click], codebook,
          [codebook_model, codebook_level, codebook_code],
-         [codebook_grid, codebook_users, codebook_levels, codebook_text], api_name="codebook")
+         [codebook_grid, codebook_users, codebook_levels, codebook_text], api_name="codebook", study=True)
     def codebook_clicked(name, level, code):
         return (code, *codebook(name, level, code))
 
     # A click on a code in the grid: the bridge's code goes in the Code box and the view shows it.
     wire(codebook_pick.click, codebook_clicked, [codebook_model, codebook_level, codebook_code],
          [codebook_code, codebook_grid, codebook_users, codebook_levels, codebook_text],
-         js="(m, l, c) => [m, l, (window.__vaeCode ?? c)]", api_visibility="private")
+         js="(m, l, c) => [m, l, (window.__vaeCode ?? c)]", api_visibility="private", study=True)
     wire([codebook_tab.select, codebook_model.input], codebook_fresh, codebook_model,
          [codebook_level, codebook_code, codebook_grid, codebook_users, codebook_levels, codebook_text],
-         api_visibility="private")
+         api_visibility="private", study=True)
 
 
 def attribute_view(page: Page) -> None:
@@ -1133,7 +1149,7 @@ def attribute_view(page: Page) -> None:
             **at_args, api_visibility="private")
     wire([items_a.submit, items_b.submit], chosen, [model, group_a, group_b, index, items_a, items_b],
          [items_a, items_b, *shown, select_map], api_visibility="private").then(**at_args, api_visibility="private")
-    wire(index.submit, view, view_args["inputs"], shown, api_name="attribute_vector").then(
+    wire(index.submit, view, view_args["inputs"], shown, api_name="attribute_vector", study=True).then(
         **at_args, api_visibility="private")
     wire(strength.release, at, at_args["inputs"], at_args["outputs"], api_name="attribute_at",
          trigger_mode="always_last", show_progress="hidden")
@@ -1172,7 +1188,7 @@ def motion_view(page: Page) -> None:
     # the plot shows another). Other views wired [tab.select, x.change] have the same flaw; made "always_last"
     # everywhere, the browser suite met a call that never settled (a loop of value events, not yet found).
     wire([tab.select, model.change], view, model, [motion, text, kl, kl_text], api_name="training_motion",
-         trigger_mode="always_last")
+         trigger_mode="always_last", study=True)
 
 
 def export_view(page: Page) -> None:
@@ -1202,10 +1218,10 @@ def export_view(page: Page) -> None:
             return [path], text
         return handler
 
-    wire(codes.click, one(ex.export_codes), model, [files, note], api_name="export_codes")
-    wire(projector.click, one(ex.export_projector), model, [files, note], api_name="export_projector")
-    wire(bundle.click, one(ex.export_bundle), model, [files, note], api_name="export_bundle")
-    wire(figure_button.click, ex.export_figure, [model, figure], [files, note], api_name="export_figure")
+    wire(codes.click, one(ex.export_codes), model, [files, note], api_name="export_codes", study=True)
+    wire(projector.click, one(ex.export_projector), model, [files, note], api_name="export_projector", study=True)
+    wire(bundle.click, one(ex.export_bundle), model, [files, note], api_name="export_bundle", study=True)
+    wire(figure_button.click, ex.export_figure, [model, figure], [files, note], api_name="export_figure", study=True)
 
 
 # The page's address holds what a shared link should reopen: the Latent map's models, projection and
@@ -1515,10 +1531,11 @@ DEFAULT_CACHE_MAX_AGE_MIN = 60
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-           cache_cap_mb: float = DEFAULT_CACHE_CAP_MB, cache_max_age_min: float = DEFAULT_CACHE_MAX_AGE_MIN, **kwargs):
+           cache_cap_mb: float = DEFAULT_CACHE_CAP_MB, cache_max_age_min: float = DEFAULT_CACHE_MAX_AGE_MIN,
+           view_slots: int = DEFAULT_VIEW_SLOTS, **kwargs):
     # run_history=False: Gradio 6 otherwise keeps every call's inputs and outputs in the page's localStorage
     # and rewrites that store at each event; after a few 10,000-point maps each event froze the page ~200 ms.
-    demo.queue(default_concurrency_limit=4)
+    demo.queue(default_concurrency_limit=view_slots)  # the shared VIEWS queue's (see `wire`)
     from gradio.utils import get_upload_folder
 
     install_answer_image_writer()
@@ -1560,7 +1577,12 @@ def parse_args(argv=None):
     p.add_argument("--loaded-models", type=int, default=DEFAULT_LOADED_MODELS,
                    help="models kept loaded in memory, least recently used dropped first (default %(default)s); "
                         "keep it above the number of checkpoints a class uses, or each request reloads one")
+    p.add_argument("--view-slots", type=int, default=DEFAULT_VIEW_SLOTS,
+                   help="quick views (maps, reconstructions, samples...) computed at once; the others wait in one "
+                        "queue, served in arrival order (default %(default)s)")
     args = p.parse_args(argv)
+    if args.view_slots < 1:
+        p.error(f"--view-slots must be at least 1, got {args.view_slots}")
     if args.loaded_models < 1:
         p.error(f"--loaded-models must be at least 1, got {args.loaded_models}")
     for name in ("cache_cap_mb", "cache_max_age_min"):
@@ -1587,7 +1609,7 @@ def main(argv=None) -> None:
         if auth is not None and len(auth) != 2:
             sys.exit("--auth must look like user:password")
         launch(demo, args.host, args.port, args.share, cache_cap_mb=args.cache_cap_mb,
-               cache_max_age_min=args.cache_max_age_min, auth=auth, prevent_thread_lock=True,
+               cache_max_age_min=args.cache_max_age_min, view_slots=args.view_slots, auth=auth, prevent_thread_lock=True,
                root_path=args.root_path)
         if not args.no_umap_warmup:
             # After the first page has had the CPU: compiling UMAP takes about a minute of it.

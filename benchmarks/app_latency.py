@@ -88,6 +88,53 @@ def load_average() -> list[float]:
         return []
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc; 0.0 when it is gone or unreadable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of `pid` (Linux /proc; [] where unreadable)."""
+    try:
+        return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                for c in (task / "children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+class CpuShares:
+    """Where the machine's CPU went between `start()` and `stop()`: the server process, each of its child
+    processes (a training, the UMAP worker) and this benchmark's own process (its client threads). On a
+    machine where the clients run beside the server, a busy client takes cores from the server it measures."""
+
+    def __init__(self, server_pid: int):
+        self.server_pid = server_pid
+
+    def _read(self) -> dict[str, float]:
+        shares = {"server": cpu_seconds(self.server_pid), "clients (this process)": sum(os.times()[:2])}
+        for pid in child_pids(self.server_pid):
+            try:
+                name = " ".join(Path(f"/proc/{pid}/cmdline").read_text().split("\0")[1:3])
+            except OSError:
+                continue
+            shares[f"server child {pid}: {name}"] = cpu_seconds(pid)
+        return shares
+
+    def start(self) -> None:
+        self._t0, self._before = time.perf_counter(), self._read()
+
+    def stop(self) -> dict:
+        """CPU seconds of each process over the interval, and in cores (seconds / wall seconds)."""
+        wall, after = time.perf_counter() - self._t0, self._read()
+        seconds = {k: round(v - self._before.get(k, 0.0), 2) for k, v in after.items()}
+        return {"wall_s": round(wall, 2), "cpu_s": seconds,
+                "cores": {k: round(v / wall, 2) for k, v in seconds.items()}}
+
+
 def machine_info() -> dict:
     return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
             "loadavg_1_5_15": load_average()}

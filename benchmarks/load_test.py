@@ -23,7 +23,8 @@ Before the clock starts, one call of each kind and model is made (untimed but
 checked; --no-warm skips it): the first use of a model loads its dataset and
 encodes its test set, seconds that belong to a cold start, not to the load.
 
-Goal: 0 errors. Reports p50/p95 per kind and overall and the throughput; writes
+Goal: 0 errors. Reports p50/p95 per kind and overall, the throughput and the cores each process used
+during the load (the server, its training, and these clients, which share the machine); writes
 benchmarks/results/load_test.json. The server and its workers are stopped on
 exit, failure and Ctrl-C included.
 """
@@ -34,6 +35,7 @@ import base64
 import io
 import json
 import random
+import shlex
 import shutil
 import sys
 import tempfile
@@ -57,6 +59,7 @@ from app_latency import (  # noqa: E402
     StatusPoller,
     finish,
     install_signal_handlers,
+    CpuShares,
     load_average,
     machine_info,
     outlasting_dataset,
@@ -308,6 +311,7 @@ def main(argv=None) -> int:
                         "end within a minute, before the load does), else digits")
     p.add_argument("--train-epochs", type=int, default=1000)
     p.add_argument("--no-training", action="store_true", help="run the load without a training")
+    p.add_argument("--app-args", default="", help='flags for the app, e.g. "--view-slots 4"')
     p.add_argument("--no-warm", dest="warm", action="store_false",
                    help="skip the untimed warm-up (one call per kind and model: loads each model's data and codes)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request")
@@ -347,7 +351,8 @@ def main(argv=None) -> int:
         result["planned"] = dict(Counter(r["kind"] for plan in plans for r in plan))
 
         print("starting the app...", flush=True)
-        with running_app(ckpt, args.data_root, log_path=tmp / "app.log") as server:
+        with running_app(ckpt, args.data_root, log_path=tmp / "app.log",
+                         extra_args=tuple(shlex.split(args.app_args))) as server:
             client = Client(server.url)
             poller = None
             if not args.no_training:
@@ -373,9 +378,12 @@ def main(argv=None) -> int:
             print(f"running {args.clients} clients...", flush=True)
             barrier.wait(120)
             t_start = time.perf_counter()
+            cpu = CpuShares(server.proc.pid)
+            cpu.start()
             for t in threads:
                 t.join()
             wall = time.perf_counter() - t_start
+            result["cpu_during_load"] = cpu.stop()
             if poller:
                 poller.stop()
                 end = train_state(client)
@@ -431,6 +439,7 @@ def main(argv=None) -> int:
             print(f"training still running at the end: {result['training']['still_running_at_end']}; "
                   f"{result['training']['status_polling']['polls']} status polls")
         print(f"load average at the end: {result['load_at_end']} ({result['machine']['cpus']} CPUs)")
+        print("cores used during the load:", ", ".join(f"{k} {v}" for k, v in result["cpu_during_load"]["cores"].items()))
         print(f"goal ({result['goal']}):", "met" if result["goal_met"] else "MISSED")
     finally:
         finish(result, args.out)

@@ -57,3 +57,30 @@ def test_the_curves_plot_active_units_per_epoch_beside_the_losses(vae_run):
     assert len(panel) == 1 and panel[0].xaxis == "x2"
     assert list(panel[0].y) == [h["latent"]["active_units"] for h in vae_run.history]
     assert all(t.xaxis in (None, "x") for t in fig.data if t is not panel[0])  # the losses keep their own axes
+
+
+@pytest.mark.parametrize("case", ["vae run", "negative loss, many units", "no test yet", "empty"])
+def test_the_curves_unvalidated_figure_is_what_plotly_validates(vae_run, case):
+    """loss_curves skips plotly's validation (every open Train tab redraws it as a run goes): the same figure
+    built with validation, which raises on an unknown property or a value of the wrong type, must serialise
+    to the same JSON."""
+    import json
+
+    import plotly.graph_objects as go
+
+    train = [(h["epoch"], h["train"]) for h in vae_run.history]
+    test = [(h["epoch"], {**h["test"], "active_units": h["latent"]["active_units"]}) for h in vae_run.history]
+    if case == "negative loss, many units":  # a linear y axis; the units' panel without a tick per unit
+        train = [(x, {**terms, "loss": -1.0}) for x, terms in train]
+        test = [(epoch, {**terms, "active_units": 12}) for epoch, terms in test]
+    elif case == "no test yet":
+        test = []
+    elif case == "empty":
+        train, test = [], []
+    fast = loss_curves(train, test)
+    spec = fast.to_plotly_json()
+    validated = go.Figure(data=spec["data"], layout=spec["layout"])
+    assert json.loads(validated.to_json()) == json.loads(fast.to_json())
+    assert validated.layout.template.layout.plot_bgcolor == "white"
+    assert (validated.layout.yaxis.type == "log") == (case in ("vae run", "no test yet"))
+    assert spec["layout"].get("yaxis2", {}).get("dtick") == (1 if case == "vae run" else None)

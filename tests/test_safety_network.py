@@ -92,6 +92,10 @@ def test_defaults_are_loopback_and_no_share():
     assert app.parse_args(["--loaded-models", "5"]).loaded_models == 5
     with pytest.raises(SystemExit):
         app.parse_args(["--loaded-models", "0"])
+    assert app.parse_args([]).view_slots == app.DEFAULT_VIEW_SLOTS
+    assert app.parse_args(["--view-slots", "3"]).view_slots == 3
+    with pytest.raises(SystemExit):
+        app.parse_args(["--view-slots", "0"])
 
 
 def test_launch_passes_loopback_and_share_false_even_with_gradio_share_set(monkeypatch):

@@ -219,3 +219,61 @@ def test_training_motion_follows_the_model_chosen_while_its_first_view_was_pendi
     demo = app.build_app(explorer)
     motion = [fn for fn in demo.fns.values() if fn.api_name == "training_motion"][0]
     assert {event for _, event in motion.targets} == {"select", "change"} and motion.trigger_mode == "always_last"
+
+
+def test_quick_views_share_one_queue_and_a_study_keeps_its_own(explorer):
+    """Gradio gives each event a queue of its own; the app puts its quick views in one (app.VIEWS), served in
+    arrival order, and leaves each study (seconds on a first computation) its own queue."""
+    import app
+
+    demo = app.build_app(explorer)
+    group = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values() if fn.api_name}
+    for view in ("latent_map", "select_point", "reconstruct", "sample", "denoise", "model_card", "train_status",
+                 "manifold", "anomalies", "draw_encode"):
+        assert group[view] == (app.VIEWS, "default"), view  # the limit is the queue's default: --view-slots
+    for study in ("prior_fit", "latent_usage", "disentanglement", "linear_pca", "codebook", "training_motion",
+                  "export_figure", "export_bundle"):
+        assert group[study][0] != app.VIEWS and group[study][1] == app.STUDY_SLOTS, study
+    assert group["train_start"] == ("train", 1)
+
+
+@pytest.mark.server
+def test_a_view_waits_for_a_view_slot_and_a_study_never_takes_one(tmp_path):
+    """With one view slot: while a model card is computed, a sample waits its turn; while a study is
+    computed, a model card is answered."""
+    from vae_explorer.server import Explorer
+    from vae_explorer.server.launcher import serve
+
+    from .conftest import copy_checkpoints
+
+    ex = Explorer(copy_checkpoints(tmp_path / "checkpoints"))
+    entered = {name: threading.Event() for name in ("card", "prior_fit")}
+    release = {name: threading.Event() for name in entered}
+
+    def held(name, method):
+        def call(*args, **kwargs):
+            entered[name].set()
+            assert release[name].wait(60)
+            return method(*args, **kwargs)
+        return call
+
+    card, prior_fit = ex.card, ex.prior_fit
+    ex.card, ex.prior_fit = held("card", card), held("prior_fit", prior_fit)
+    with serve(ex, view_slots=1) as url:
+        first, second = _client(url), _client(url)
+        held_card = first.submit("digits_vae", api_name="/model_card")
+        assert entered["card"].wait(30)
+        waiting = second.submit("digits_vae", 1.0, 0, api_name="/sample")
+        time.sleep(3)
+        assert not waiting.done(), "a sample was computed while the only view slot was taken"
+        release["card"].set()
+        assert "digits_vae" in held_card.result(timeout=60)
+        assert shown(waiting.result(timeout=60)[0]) is not None
+
+        ex.card = card
+        study = first.submit("digits_ae", "digits_vae", api_name="/prior_fit")
+        assert entered["prior_fit"].wait(30)
+        assert "digits_vae" in second.predict("digits_vae", api_name="/model_card")  # answered meanwhile
+        assert not study.done()
+        release["prior_fit"].set()
+        assert len(study.result(timeout=120)) == 6

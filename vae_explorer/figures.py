@@ -157,32 +157,36 @@ def latent_map(points: np.ndarray, labels: np.ndarray, classes: list[str], title
 def loss_curves(train: list[tuple[float, dict]], test: list[tuple[int, dict]],
                 title: str = "Loss per term (nats per item)") -> go.Figure:
     """Training curves: `train` [(epochs done, {term: value})], `test` [(epoch, {term: value})].
-    One colour per term; train solid, test dotted with markers."""
-    fig = go.Figure()
+    One colour per term; train solid, test dotted with markers. Built unvalidated (`unvalidated_figure`):
+    every open Train tab redraws it as a run progresses, and plotly's validation made it 25 ms each."""
+    traces = []
     terms = list(train[-1][1]) if train else []
     for i, term in enumerate(terms):
         colour = PALETTE[i % len(PALETTE)]
         pts = [(x, values[term]) for x, values in train if term in values]
         if pts:
             xs, ys = zip(*pts)
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"train {term}", line=dict(color=colour)))
+            traces.append(dict(type="scatter", x=list(xs), y=list(ys), mode="lines", name=f"train {term}",
+                               line=dict(color=colour)))
         tpts = [(epoch, values[term]) for epoch, values in test if term in values]
         if tpts:
             xs, ys = zip(*tpts)
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=f"test {term}",
-                                     line=dict(color=colour, dash="dot")))
-    values = [y for tr in fig.data for y in tr.y]
+            traces.append(dict(type="scatter", x=list(xs), y=list(ys), mode="lines+markers", name=f"test {term}",
+                               line=dict(color=colour, dash="dot")))
+    layout = dict(_layout_settings(title, 360, _white()), xaxis=dict(title=dict(text="epoch")))
+    values = [y for trace in traces for y in trace["y"]]
     if values and min(values) > 0:
-        fig.update_yaxes(type="log", dtick=1)  # a label per power of ten: readable at a glance
-    fig.update_xaxes(title_text="epoch")
+        layout["yaxis"] = dict(type="log", dtick=1)  # a label per power of ten: readable at a glance
     active = [(epoch, values["active_units"]) for epoch, values in test if "active_units" in values]
     if active:  # models with a posterior: how many latent dimensions are in use, in a panel of its own
         xs, ys = zip(*active)
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name="active units (test)", xaxis="x2",
-                                 yaxis="y2", line=dict(color="black")))
-        fig.update_layout(xaxis=dict(domain=[0, 0.62]), xaxis2=dict(domain=[0.74, 1], anchor="y2", title_text="epoch"),
-                          yaxis2=dict(anchor="x2", title_text="active units", rangemode="tozero", dtick=1 if max(ys) <= 10 else None))
-    return _layout(fig, title, 360)
+        traces.append(dict(type="scatter", x=list(xs), y=list(ys), mode="lines+markers", name="active units (test)",
+                           xaxis="x2", yaxis="y2", line=dict(color="black")))
+        layout["xaxis"]["domain"] = [0, 0.62]
+        layout["xaxis2"] = dict(domain=[0.74, 1], anchor="y2", title=dict(text="epoch"))
+        layout["yaxis2"] = dict(anchor="x2", title=dict(text="active units"), rangemode="tozero",
+                                **({"dtick": 1} if max(ys) <= 10 else {}))
+    return unvalidated_figure(traces, layout)
 
 
 def error_histogram(errors: np.ndarray, threshold: float, title: str,

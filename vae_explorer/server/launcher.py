@@ -26,16 +26,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(explorer):
-    """The real app over `explorer`, in this process on a free port of 127.0.0.1: yields its URL,
-    closes the app and the explorer's processes after."""
+def serve(explorer, **launch_settings):
+    """The real app over `explorer`, in this process on a free port of 127.0.0.1 (`launch_settings` go to
+    `app.launch`): yields its URL, closes the app and the explorer's processes after."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     import app
 
     demo = app.build_app(explorer)
     port = free_port()
-    app.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, port=port, prevent_thread_lock=True, quiet=True, **launch_settings)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
