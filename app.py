@@ -144,7 +144,7 @@ def user_errors(fn):
 # piled up in the queues of the dearer views (30 clients: a denoise took 0.90 s at the median, a model card
 # 0.22 s), and the p95 was the dearest view's. The quick views (milliseconds once their model is loaded) now
 # share one queue served in arrival order, `--view-slots` at a time, so every view waits about as long: the
-# classroom load test's p95 went from 1.18 to 0.72 s, and the throughput stayed (51.6 and 53.8 calls/s) (benchmarks/load_test.py). The
+# classroom load test's p95 went from 1.18 to 0.72 s at the same throughput (benchmarks/load_test.py). The
 # studies, which can take seconds (a diagnostic's first computation, an export), keep a queue each, so a few
 # of them cannot hold every slot.
 VIEWS = "views"
@@ -1186,7 +1186,8 @@ def motion_view(page: Page) -> None:
     # "always_last": Gradio takes the trigger mode from the first trigger, and a tab's select gives "once", which
     # drops a model chosen while the tab's first view is still pending (the picker then names one model and
     # the plot shows another). Other views wired [tab.select, x.change] have the same flaw; made "always_last"
-    # everywhere, the browser suite met a call that never settled (a loop of value events, not yet found).
+    # everywhere, the browser suite met a call that never settled (not a plain loop: no event's outputs
+    # trigger itself or a second event that triggers it back; not yet found).
     wire([tab.select, model.change], view, model, [motion, text, kl, kl_text], api_name="training_motion",
          trigger_mode="always_last", study=True)
 
@@ -1535,7 +1536,8 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bo
            view_slots: int = DEFAULT_VIEW_SLOTS, **kwargs):
     # run_history=False: Gradio 6 otherwise keeps every call's inputs and outputs in the page's localStorage
     # and rewrites that store at each event; after a few 10,000-point maps each event froze the page ~200 ms.
-    demo.queue(default_concurrency_limit=view_slots)  # the shared VIEWS queue's (see `wire`)
+    # The shared VIEWS queue's limit (see `wire`); events outside it get a queue each with the same limit.
+    demo.queue(default_concurrency_limit=view_slots)
     from gradio.utils import get_upload_folder
 
     install_answer_image_writer()
@@ -1609,7 +1611,8 @@ def main(argv=None) -> None:
         if auth is not None and len(auth) != 2:
             sys.exit("--auth must look like user:password")
         launch(demo, args.host, args.port, args.share, cache_cap_mb=args.cache_cap_mb,
-               cache_max_age_min=args.cache_max_age_min, view_slots=args.view_slots, auth=auth, prevent_thread_lock=True,
+               cache_max_age_min=args.cache_max_age_min, view_slots=args.view_slots, auth=auth,
+               prevent_thread_lock=True,
                root_path=args.root_path)
         if not args.no_umap_warmup:
             # After the first page has had the CPU: compiling UMAP takes about a minute of it.

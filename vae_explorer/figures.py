@@ -158,7 +158,7 @@ def loss_curves(train: list[tuple[float, dict]], test: list[tuple[int, dict]],
                 title: str = "Loss per term (nats per item)") -> go.Figure:
     """Training curves: `train` [(epochs done, {term: value})], `test` [(epoch, {term: value})].
     One colour per term; train solid, test dotted with markers. Built unvalidated (`unvalidated_figure`):
-    every open Train tab redraws it as a run progresses, and plotly's validation made it 25 ms each."""
+    every open Train tab redraws it as a run progresses, and with validation a run of 300 steps took 50 ms."""
     traces = []
     terms = list(train[-1][1]) if train else []
     for i, term in enumerate(terms):
